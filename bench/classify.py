@@ -1,0 +1,158 @@
+"""Sequence classification: data and model setup, fine-tuning and evaluation, shared by the
+built-in classification strategies (and open to plugins: ``from bench.classify import finetune``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import layers
+from bench.batching import Encoded, batches, encode_texts, length_grouped_order, sorted_order
+from bench.measure import param_counts
+from bench.models import attention_implementation, load_sequence_classifier, load_tokenizer, resolve_model
+from bench.run import RunContext
+from bench.strategy import StrategyOutput
+from bench.training import TrainSettings, train
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options shared by the fine-tuning strategies (``all-layers``, ``last-layers``)."""
+
+    train_layers: str = _opt("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
+    epochs: int = _opt(3, "training epochs")
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
+    batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    lr: float = _opt(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
+    warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
+    max_length: int = _opt(128, "truncate inputs to this many tokens")
+    train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
+    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
+    eval_batch_size: int = _opt(128, "batch size for validation and test")
+    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager on CPU, sdpa on CUDA)")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Data tokenised once, with the tokenizer and the split sizes."""
+
+    data: Any
+    tokenizer: Any
+    source: str
+    train: list[Encoded]
+    validation: list[Encoded]
+    test: list[Encoded]
+    pad_id: int
+
+
+def load_data(run: RunContext, train_samples: int, eval_samples: int) -> Any:
+    from bench.data import load_classification
+
+    data = load_classification(run.bench.dataset, text_column=run.bench.getoption("text_column", "text"),
+                               label_column=run.bench.getoption("label_column", "label"), seed=run.seed)
+    return data.subset(train=train_samples or None, validation=eval_samples or None, test=eval_samples or None,
+                       seed=run.seed)
+
+
+def prepare(run: RunContext, train_samples: int, eval_samples: int, max_length: int) -> Prepared:
+    data = load_data(run, train_samples, eval_samples)
+    source = resolve_model(run.bench.model, "classification")
+    tok = load_tokenizer(source)
+
+    def enc(split: Any) -> list[Encoded]:
+        return encode_texts(tok, [e.text for e in split], [e.label for e in split], max_length)
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return Prepared(data, tok, source, enc(data.train), enc(data.validation), enc(data.test), pad)
+
+
+def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int) -> dict[str, float]:
+    """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast)."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    model.eval()
+    preds: list[Any] = []
+    labels: list[Any] = []
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    order = sorted_order([len(e) for e in examples], batch_size)
+    with torch.inference_mode():
+        for batch in batches(examples, order, pad_id):
+            inputs = batch.to(run.device)
+            with run.autocast():
+                out = model(**inputs)
+            logits = out.logits.float()
+            loss_sum += torch.nn.functional.cross_entropy(logits, inputs["labels"], reduction="sum").double().cpu()
+            preds.append(logits.argmax(-1).cpu())
+            labels.append(batch.tensors["labels"])
+    y_pred = torch.cat(preds).numpy()
+    y_true = torch.cat(labels).numpy()
+    return {
+        "accuracy": float((y_pred == y_true).mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+        "loss": float(loss_sum) / max(1, len(examples)),
+    }
+
+
+def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> StrategyOutput:
+    """Fine-tune a sequence classifier with ``train_layers`` trainable; evaluate the best epoch on test."""
+    with run.meter.phase("setup"):
+        prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
+        model = load_sequence_classifier(prep.source, prep.data.label_names,
+                                         attention_implementation(run.device, cfg.attn_implementation))
+        selection = layers.resolve(train_layers, model, always_train_new_head=True)
+        layers.apply(model, selection)
+        model.to(run.device)
+    lengths = [len(e) for e in prep.train]
+
+    def epoch_batches(epoch: int) -> Any:
+        return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
+
+    def validate() -> dict[str, float]:
+        m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
+        return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
+
+    n_batches = -(-len(prep.train) // cfg.batch_size)
+    settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
+    outcome = train(run, model, epoch_batches, n_batches, settings, validate)
+    with run.meter.phase("eval"):
+        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    return StrategyOutput(
+        metrics={
+            "test_accuracy": test["accuracy"],
+            "test_macro_f1": test["macro_f1"],
+            "best_val_accuracy": outcome.best_score if outcome.best_score is not None else float("nan"),
+            "test_loss": test["loss"],
+        },
+        params=param_counts(model, outcome.optimizer),
+        trained_parameters=selection.parameters,
+        trained_modules=selection.modules,
+        extra={
+            "train_layers": train_layers,
+            "model": prep.source,
+            "data": data_summary(prep.data),
+            "best_epoch": outcome.best_epoch,
+            "optimizer_steps": outcome.steps,
+            "history": list(outcome.history),
+        },
+    )
+
+
+def data_summary(data: Any) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "source": data.source,
+        "sha256": data.sha256,
+        "label_names": list(data.label_names),
+        "label_map": {str(k): v for k, v in data.label_map.items()},
+        "train": len(data.train),
+        "validation": len(data.validation),
+        "test": len(data.test),
+    }

@@ -1,0 +1,191 @@
+"""Running one strategy, in the current process: the built-in ``runner`` plugin.
+
+:func:`execute` turns whatever happens (an output, an exception) into a :class:`RunResult`, the way
+pytest's ``CallInfo.from_call`` turns a test call into a report. :func:`child_main` is the entry
+of the isolated run process the host starts for each strategy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig, strategy_config
+from bench.errors import BenchError
+from bench.hookimpl import hookimpl
+from bench.measure import Meter
+from bench.results import ErrorInfo, Provenance, RunResult, to_data, write_json_atomic
+from bench.run import RunContext
+from bench.strategy import StrategyOutput
+
+
+@hookimpl(trylast=True)
+def bench_run_strategy(run: RunContext) -> StrategyOutput:
+    """Default implementation: call the strategy's own ``run``."""
+    return run.strategy.run(run)
+
+
+def execute(config: BenchConfig, name: str, host: Any = None) -> RunResult:
+    """Run strategy ``name`` here and return its result; never raises for a strategy's failure."""
+    from bench.plugins import PluginHost
+    from bench.registry import StrategyRegistry
+
+    started = time.perf_counter()
+    if host is None:
+        host = PluginHost().load(config.plugins)
+        host.hook.bench_configure.call_historic(kwargs={"config": config})
+    entry = StrategyRegistry.from_host(host).get(name)
+    strategy = entry.strategy
+    try:
+        cfg = strategy_config(strategy, config)
+        cfg_data = to_data(cfg)
+    except BenchError as exc:
+        cfg, cfg_data = None, {}
+        setup_error: BaseException | None = exc
+    else:
+        setup_error = None
+    provenance = _provenance(config, entry, cfg_data)
+    run_dir = config.out_dir / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meter = Meter(config.device, config.warmup_steps)
+    run = RunContext(strategy, cfg, config, meter, run_dir, config.out_dir / "profile" / name, host.hook)
+    output: StrategyOutput | None = None
+    error = setup_error
+    if error is None:
+        try:
+            _seed_everything(config.seed)
+            profiler = host.hook.bench_make_profiler(run=run)
+            if profiler is not None:
+                meter.profiler = profiler
+            output = host.hook.bench_run_strategy(run=run)
+            if output is None:
+                raise RuntimeError(f"no plugin ran strategy {name!r} (bench_run_strategy returned None)")
+        except Exception as exc:
+            error = exc
+    result = _result(name, provenance, meter, output, error, time.perf_counter() - started)
+    for impl in host.hook.bench_run_finished.get_hookimpls():
+        try:
+            impl.function(**{k: {"run": run, "result": result}[k] for k in impl.argnames})
+        except Exception as exc:  # an observer must not fail the run
+            print(f"bench: plugin {impl.plugin_name!r} bench_run_finished failed: {exc}", file=sys.stderr)
+    return result
+
+
+def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOutput | None,
+            error: BaseException | None, wall_s: float) -> RunResult:
+    common: dict[str, Any] = {
+        "strategy": name,
+        "provenance": provenance,
+        "phases": tuple(meter.phases),
+        "steps": tuple(meter.steps),
+        "throughput": meter.throughput(),
+        "wall_s": wall_s,
+    }
+    if error is not None or output is None:
+        assert error is not None
+        info = ErrorInfo(type(error).__name__, str(error),
+                         "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        return RunResult(status="failed", error=info, **common)
+    return RunResult(
+        status="passed",
+        metrics={k: float(v) for k, v in output.metrics.items()},
+        primary_metric=output.primary_metric,
+        params=output.params,
+        trained_parameters=tuple(output.trained_parameters),
+        trained_modules=tuple(output.trained_modules),
+        extra=dict(output.extra),
+        flops_per_step=meter.flops_per_step,
+        **common,
+    )
+
+
+def failed_result(config: BenchConfig, name: str, message: str, kind: str = "ProcessDied",
+                  wall_s: float = 0.0) -> RunResult:
+    """A failed row for a run that left no result of its own (killed, crashed, interrupted)."""
+    provenance = Provenance(config.seed, config.device, "", 0, config.precision, platform.python_version(),
+                            "", "", git_commit(), "?", None, None, {}, config.settings())
+    return RunResult(strategy=name, status="failed", provenance=provenance, error=ErrorInfo(kind, message),
+                     wall_s=wall_s)
+
+
+# -------------------------------------------------------------------------------------------------
+# The isolated run process.
+# -------------------------------------------------------------------------------------------------
+
+
+def child_main(config: BenchConfig, name: str, result_path: str) -> None:
+    """Entry point of a run process: run one strategy, write its result JSON to ``result_path``."""
+    try:
+        result = execute(config, name)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException as exc:  # plugin loading failed in the child: still leave a row
+        result = failed_result(config, name, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+    write_json_atomic(Path(result_path), to_data(result))
+
+
+# -------------------------------------------------------------------------------------------------
+# Provenance.
+# -------------------------------------------------------------------------------------------------
+
+
+def _provenance(config: BenchConfig, entry: Any, cfg_data: dict[str, Any]) -> Provenance:
+    import torch
+    import transformers
+
+    if config.device == "cuda":
+        device_name, device_count = torch.cuda.get_device_name(0), torch.cuda.device_count()
+    else:
+        device_name, device_count = platform.processor() or platform.machine(), 1
+        try:
+            with open("/proc/cpuinfo") as fh:
+                device_name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
+                                   device_name)
+        except OSError:
+            pass
+    return Provenance(
+        seed=config.seed,
+        device=config.device,
+        device_name=device_name,
+        device_count=device_count,
+        precision=config.precision,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        git_commit=git_commit(),
+        plugin=entry.plugin,
+        distribution=entry.distribution,
+        plugin_version=entry.version,
+        config=cfg_data,
+        settings=config.settings(),
+    )
+
+
+def git_commit() -> str | None:
+    """The finetune-bench checkout's commit (with ``-dirty``), or None when not in a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))

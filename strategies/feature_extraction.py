@@ -1,0 +1,174 @@
+"""``feature-extraction``: a frozen encoder embeds each split once, a logistic regression learns on top.
+
+Embeddings (mean pooling by default, CLS as an option) are cached on disk keyed by model, data,
+pooling and max length, so a second run reuses them; the extract phase is then not re-measured
+(its throughput is reported only when it was measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import StrategyOutput, UsageError, hookimpl
+from bench.batching import Encoded, batches, sorted_order
+from bench.classify import data_summary, prepare
+from bench.measure import param_counts
+from bench.models import attention_implementation, load_encoder
+
+SMOKE = {"train_samples": 128, "eval_samples": 128, "max_length": 64}
+FULL = {"train_samples": 0}
+POOLINGS = ("mean", "cls")
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class FeatureExtractionConfig:
+    pooling: str = _opt("mean", "mean | cls: how token states become one embedding")
+    max_length: int = _opt(128, "truncate inputs to this many tokens")
+    train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
+    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
+    eval_batch_size: int = _opt(128, "batch size for embedding")
+    c_grid: tuple[float, ...] = _opt((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")
+    feature_cache: bool = _opt(True, "reuse embeddings cached on disk from an earlier run")
+    attn_implementation: str = _opt("auto", "auto | eager | sdpa")
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+
+
+class FeatureExtraction:
+    name = "feature-extraction"
+    description = "frozen encoder in inference mode, pooled embeddings, logistic regression on top"
+    task = "classification"
+    config_class = FeatureExtractionConfig
+    presets = {"smoke": SMOKE, "full": FULL}
+
+    def run(self, run: Any) -> StrategyOutput:
+        import numpy as np
+
+        cfg: FeatureExtractionConfig = run.config
+        with run.meter.phase("setup"):
+            prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
+            encoder = load_encoder(prep.source, attention_implementation(run.device, cfg.attn_implementation))
+            encoder.requires_grad_(False)
+            encoder.eval().to(run.device)
+        cached: dict[str, bool] = {}
+        feats: dict[str, Any] = {}
+        with run.meter.phase("extract"):
+            for split, examples in (("train", prep.train), ("validation", prep.validation), ("test", prep.test)):
+                path = _cache_path(prep.source, examples, cfg, split)
+                if cfg.feature_cache and path.is_file():
+                    feats[split], cached[split] = np.load(path), True
+                    continue
+                feats[split], cached[split] = embed(run, encoder, examples, cfg, prep.pad_id), False
+                if cfg.feature_cache:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp.npy")
+                    np.save(tmp, feats[split])
+                    tmp.replace(path)
+        labels = {s: np.array([e.label for e in ex]) for s, ex in
+                  (("train", prep.train), ("validation", prep.validation), ("test", prep.test))}
+        with run.meter.phase("train"):
+            clf, c_best, val_acc = fit_classifier(feats["train"], labels["train"], feats["validation"],
+                                                  labels["validation"], cfg.c_grid, run.seed)
+        with run.meter.phase("eval"):
+            from sklearn.metrics import f1_score
+
+            pred = clf.predict(feats["test"])
+            test_acc = float((pred == labels["test"]).mean())
+            test_f1 = float(f1_score(labels["test"], pred, average="macro"))
+        counts = param_counts(encoder)
+        head_params = int(clf[-1].coef_.size + clf[-1].intercept_.size)
+        from bench import ParamCounts
+
+        params = ParamCounts(total=counts.total + head_params, trainable=head_params, param_bytes=counts.param_bytes,
+                             grad_bytes=0, optimizer_state_bytes=0)
+        return StrategyOutput(
+            metrics={"test_accuracy": test_acc, "test_macro_f1": test_f1, "best_val_accuracy": val_acc},
+            params=params,
+            trained_parameters=("logistic_regression.coef", "logistic_regression.intercept"),
+            trained_modules=("logistic_regression",),
+            extra={"pooling": cfg.pooling, "C": c_best, "features_cached": cached, "model": prep.source,
+                   "data": data_summary(prep.data), "embedding_dim": int(feats["train"].shape[1])},
+        )
+
+
+def embed(run: Any, encoder: Any, examples: list[Encoded], cfg: FeatureExtractionConfig, pad_id: int) -> Any:
+    """Pooled embeddings in the examples' order; each batch is one measured step of the extract phase."""
+    import numpy as np
+    import torch
+
+    from bench import progress
+
+    out = np.zeros((len(examples), encoder.config.hidden_size), dtype=np.float32)
+    order = sorted_order([len(e) for e in examples], cfg.eval_batch_size)
+    with torch.inference_mode():
+        for idx, batch in progress.bar(zip(order, batches(examples, order, pad_id)), desc="embedding",
+                                       total=len(order), unit="batch"):
+            with run.meter.step(samples=batch.samples, tokens=batch.tokens):
+                inputs = batch.to(run.device)
+                inputs.pop("labels")
+                with run.autocast():
+                    hidden = encoder(**inputs).last_hidden_state
+                pooled = pool(hidden.float(), inputs["attention_mask"], cfg.pooling)
+                out[idx] = pooled.cpu().numpy()
+    return out
+
+
+def pool(hidden: Any, mask: Any, how: str) -> Any:
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def fit_classifier(x: Any, y: Any, xv: Any, yv: Any, grid: tuple[float, ...], seed: int) -> tuple[Any, float, float]:
+    """Standardised logistic regression; C chosen by validation accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not grid:
+        raise UsageError("option c_grid of strategy 'feature-extraction' is empty; give e.g. 0.1,1,10")
+    best: tuple[float, float, Any] | None = None
+    for c in grid:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        clf.fit(x, y)
+        acc = float((clf.predict(xv) == yv).mean())
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    assert best is not None
+    return best[2], best[1], best[0]
+
+
+def _cache_path(source: str, examples: list[Encoded], cfg: FeatureExtractionConfig, split: str) -> Path:
+    from bench.assets import cache_dir
+
+    h = hashlib.sha256()
+    h.update(f"{source}|{cfg.pooling}|{cfg.max_length}|{_model_stamp(source)}".encode())
+    for e in examples:
+        h.update(b"%d|" % e.label)
+        h.update(",".join(map(str, e.input_ids)).encode())
+        h.update(b"\n")
+    return cache_dir() / "features" / f"{split}-{h.hexdigest()[:24]}.npy"
+
+
+def _model_stamp(source: str) -> str:
+    """Identity of a local model's weights (size and mtime of its files); the id for hub models."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(path.glob("*.safetensors"))
+                    + sorted(path.glob("*.bin")))
+
+
+@hookimpl
+def bench_register_strategies() -> list[Any]:
+    return [FeatureExtraction()]

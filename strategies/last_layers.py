@@ -1,0 +1,41 @@
+"""``last-layers``: train only the classification head plus the last N transformer blocks.
+
+For BERT-style models the head is the pooler and the classifier (the seed's "last 2 layers" of
+DistilBERT were its pre_classifier and classifier). ``n_last=0`` trains the head alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import StrategyOutput, hookimpl
+from bench.classify import FinetuneConfig, finetune
+
+SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
+FULL = {"train_samples": 0, "epochs": 3}
+
+
+@dataclass(frozen=True)
+class LastLayersConfig(FinetuneConfig):
+    n_last: int = field(default=0, metadata={"help": "transformer blocks trained below the head (0: head only)"})
+    train_layers: str = field(default="", metadata={"help": "what trains (default for last-layers: head+last:N)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW); a fresh head wants more"})
+
+
+class LastLayers:
+    name = "last-layers"
+    description = "train the classification head plus the last N transformer blocks (default: head only)"
+    task = "classification"
+    config_class = LastLayersConfig
+    presets = {"smoke": SMOKE, "full": FULL}
+
+    def run(self, run: Any) -> StrategyOutput:
+        cfg = run.config
+        spec = cfg.train_layers or (f"head+last:{cfg.n_last}" if cfg.n_last else "head")
+        return finetune(run, cfg, spec)
+
+
+@hookimpl
+def bench_register_strategies() -> list[Any]:
+    return [LastLayers()]
