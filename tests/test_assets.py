@@ -285,6 +285,17 @@ def test_pip_failure_names_the_asset_and_the_folder(
         assets.ensure_asset("fake", specs=specs)
 
 
+def test_archive_in_the_folder_is_used_when_pip_cannot_read_it(
+    specs: dict[str, AssetSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # e.g. an sdist offline on a machine without setuptools: pip fails, the pinned file is copied and checked
+    failed = subprocess.CompletedProcess(args=[], returncode=1, stdout="ERROR: no setuptools")
+    monkeypatch.setattr(assets.subprocess, "run", lambda *args, **kwargs: failed)
+    folder = assets.ensure_asset("fake", specs=specs)
+    assert "copied; pip failed" in assets.asset_manifest("fake", specs=specs).source
+    assert (folder / "inner/c.txt").is_file()
+
+
 def test_member_missing_from_archive_is_an_asset_error(fake_wheel: Path, specs: dict[str, AssetSpec]) -> None:
     lacking = {"fake": _spec(fake_wheel, members=("fakeasset/data/", "fakeasset/nope.txt"))}
     with pytest.raises(AssetError, match="lacks fakeasset/nope.txt"):
