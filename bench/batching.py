@@ -35,6 +35,12 @@ class Batch:
     tensors: dict[str, Any]
     samples: int
     tokens: int  # real tokens: no padding; for SFT, only positions with a loss
+    input_tokens: int = 0  # non-padding tokens through the model (prompt included)
+
+    @property
+    def padded_tokens(self) -> int:
+        ids = self.tensors["input_ids"]
+        return int(ids.shape[0] * ids.shape[1])
 
     def to(self, device: str) -> dict[str, Any]:
         non_blocking = device == "cuda"
@@ -93,7 +99,7 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> Batch:
     else:
         tensors["labels"] = torch.tensor([e.label for e in examples], dtype=torch.long)
         tokens = int(mask.sum())
-    return Batch(tensors, len(examples), tokens)
+    return Batch(tensors, len(examples), tokens, int(mask.sum()))
 
 
 def batches(examples: Sequence[Encoded], order: list[list[int]], pad_id: int) -> Iterator[Batch]:

@@ -1,7 +1,7 @@
-"""The ``bench`` command line: run, list, report, assets.
+"""The ``bench`` command line: run, list, report, assets, compare.
 
-Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression (``compare``); 2 usage or
-input error (one line naming the culprit); 130 interrupted.
+Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression (``compare``,
+``run --compare-to``); 2 usage or input error (one line naming the culprit); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ def _main(argv: list[str]) -> int:
     assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
     assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
     assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
+    from bench import compare
+
+    compare.add_arguments(sub.add_parser("compare", help="compare two runs (results or pytest-benchmark JSON); "
+                                                         "exit 1 on a regression"))
     args = ap.parse_args(rest)
 
     if args.command == "list":
@@ -97,6 +101,8 @@ def _main(argv: list[str]) -> int:
         return cmd_report(host, args.results, args.format, args.plot, args.output)
     if args.command == "assets":
         return cmd_assets(args.action, args.names)
+    if args.command == "compare":
+        return compare.cmd_compare(args)
     if args.command == "run":
         cli_values = {k: v for k, v in vars(args).items()
                       if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet")}

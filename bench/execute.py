@@ -103,9 +103,27 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         trained_parameters=tuple(output.trained_parameters),
         trained_modules=tuple(output.trained_modules),
         extra=dict(output.extra),
-        flops_per_step=meter.flops_per_step,
+        **_mfu(meter, provenance),
         **common,
     )
+
+
+def _mfu(meter: Meter, provenance: Provenance) -> dict[str, Any]:
+    """MFU of the main phase: counted FLOPs per token x input tokens/s of timed steps / device peak."""
+    throughput = meter.throughput()
+    phase = "train" if "train" in meter.flops_per_token else next(iter(meter.flops_per_token), None)
+    if phase is None or phase not in throughput:
+        return {}
+    timed = [s for s in meter.steps if s.phase == phase and s.kind == "timed"]
+    seconds = sum(s.seconds for s in timed)
+    if seconds <= 0:
+        return {"flops_per_token": meter.flops_per_token[phase]}
+    from bench.flops import peak_flops
+
+    peak, source = peak_flops(provenance.device, provenance.precision)
+    achieved = meter.flops_per_token[phase] * sum(s.input_tokens for s in timed) / seconds
+    return {"flops_per_token": meter.flops_per_token[phase], "mfu": achieved / peak, "peak_flops": peak,
+            "peak_flops_source": source}
 
 
 def failed_result(config: BenchConfig, name: str, message: str, kind: str = "ProcessDied",

@@ -53,7 +53,8 @@ class Meter:
         self._phase_steps: dict[str, int] = {}
         self._profiler_phase: str | None = None
         self._profiler_state = "idle"  # idle -> running -> done
-        self.flops_per_step: float | None = None
+        self.flops_per_token: dict[str, float] = {}
+        self._kind_now = ""
         self.rss_resettable = _reset_peak_rss()
 
     # -- phases --------------------------------------------------------------------------------------
@@ -106,17 +107,19 @@ class Meter:
     # -- steps ---------------------------------------------------------------------------------------
 
     @contextmanager
-    def step(self, samples: int, tokens: int = 0) -> Iterator[None]:
+    def step(self, samples: int, tokens: int = 0, input_tokens: int | None = None) -> Iterator[None]:
         """Time one step (an optimizer step, or one inference batch) of the current phase.
 
         ``samples`` and ``tokens`` are the work done in it; count real tokens (no padding, no masked
         positions) from the CPU copy of the batch so that counting costs no device sync.
+        ``input_tokens`` are the non-padding tokens the model processed (default: ``tokens``); they
+        turn FLOPs per token into MFU.
         """
         if self._phase is None:
             raise RuntimeError("meter.step() used outside a meter.phase(...)")
         index = self._phase_steps[self._phase]
         self._phase_steps[self._phase] += 1
-        kind = self._kind(index)
+        kind = self._kind_now = self._kind(index)
         if kind == "profiled" and self._profiler_state == "idle":
             self._profiler_phase = self._phase
             self._profiler_state = "running"
@@ -129,12 +132,25 @@ class Meter:
         if cuda is not None:
             cuda.synchronize()
         seconds = time.perf_counter() - start
-        self.steps.append(StepSample(kind, seconds, int(samples), int(tokens), self._phase))
+        self._kind_now = ""
+        self.steps.append(StepSample(kind, seconds, int(samples), int(tokens), self._phase,
+                                     int(tokens if input_tokens is None else input_tokens)))
         if kind == "profiled":
             self.profiler.step()
             if index + 1 == self.warmup_steps + self.profiler.window_steps:
                 self.profiler.stop()
                 self._profiler_state = "done"
+
+    def count_flops(self, fn: Any, padded_tokens: int) -> Any:
+        """Run ``fn`` (a forward and backward, or a forward) and, once per phase and only inside a
+        warm-up step (never a timed one), count its FLOPs per padded token for MFU."""
+        if self._kind_now != "warmup" or self._phase in self.flops_per_token or padded_tokens <= 0:
+            return fn()
+        from bench.flops import count_flops
+
+        result, flops = count_flops(fn)
+        self.flops_per_token[str(self._phase)] = flops / padded_tokens
+        return result
 
     def _kind(self, index: int) -> str:
         if index < self.warmup_steps:

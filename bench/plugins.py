@@ -2,7 +2,7 @@
 
 Discovery order (fixed; later plugins are called first by pluggy, except where noted):
 
-1. built-in host plugins (``config``, ``runner``, ``machine``, ``report``, ``profiler``);
+1. built-in host plugins (``config``, ``runner``, ``machine``, ``report``, ``profiler``, ``baseline``);
 2. the ``finetune_bench`` entry-point group: the built-in strategies (this distribution registers them
    there, like any third party) and every installed third-party plugin;
 3. ``-p module`` (a module to import and register) and ``-p no:name`` (block a plugin by name);
@@ -44,6 +44,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("machine", "bench.machine"),
     ("report", "bench.report"),
     ("profiler", "bench.profiler"),
+    ("tensorboard", "bench.tensorboard"),
+    ("baseline", "bench.baseline"),
 )
 ESSENTIAL_PLUGINS = frozenset({"config", "runner"})
 

@@ -33,6 +33,7 @@ class StepSample:
     samples: int
     tokens: int
     phase: str = "train"
+    input_tokens: int = 0  # non-padding tokens through the model (for MFU); SFT counts prompts here too
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class RunResult:
     throughput: Mapping[str, Throughput] = field(default_factory=dict)
     phases: tuple[PhaseMeasure, ...] = ()
     steps: tuple[StepSample, ...] = ()
-    flops_per_step: float | None = None
+    flops_per_token: float | None = None  # counted FLOPs per processed token, main phase
     mfu: float | None = None
     peak_flops: float | None = None
     peak_flops_source: str | None = None

@@ -131,15 +131,20 @@ def _optimizer_step(run: RunContext, model: Any, micro: list[Batch], optimizer: 
 
     samples = sum(b.samples for b in micro)
     tokens = sum(b.tokens for b in micro)
-    with run.meter.step(samples=samples, tokens=tokens):
+    with run.meter.step(samples=samples, tokens=tokens, input_tokens=sum(b.input_tokens for b in micro)):
         total_loss = None
         for batch in micro:
             inputs = batch.to(run.device)
-            with run.autocast():
-                loss = model(**inputs).loss
-            scaled = loss * (batch.samples / samples)
-            scaled.backward()
-            total_loss = scaled.detach() if total_loss is None else total_loss + scaled.detach()
+
+            def forward_backward(inputs: dict[str, Any] = inputs, batch: Batch = batch) -> Any:
+                with run.autocast():
+                    loss = model(**inputs).loss
+                scaled = loss * (batch.samples / samples)
+                scaled.backward()
+                return scaled.detach()
+
+            scaled = run.meter.count_flops(forward_backward, batch.padded_tokens)
+            total_loss = scaled if total_loss is None else total_loss + scaled
         if settings.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm, foreach=True)
         optimizer.step()

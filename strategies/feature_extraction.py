@@ -115,8 +115,12 @@ def embed(run: Any, encoder: Any, examples: list[Encoded], cfg: FeatureExtractio
             with run.meter.step(samples=batch.samples, tokens=batch.tokens):
                 inputs = batch.to(run.device)
                 inputs.pop("labels")
-                with run.autocast():
-                    hidden = encoder(**inputs).last_hidden_state
+
+                def forward(inputs: dict[str, Any] = inputs) -> Any:
+                    with run.autocast():
+                        return encoder(**inputs).last_hidden_state
+
+                hidden = run.meter.count_flops(forward, batch.padded_tokens)
                 pooled = pool(hidden.float(), inputs["attention_mask"], cfg.pooling)
                 out[idx] = pooled.cpu().numpy()
     return out

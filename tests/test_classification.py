@@ -78,7 +78,6 @@ def test_bad_selections_name_the_term(spec, message):
 
 def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
     """Frozen parameters are bit-identical after training; trainable ones changed."""
-    from transformers import AutoModelForSequenceClassification
 
     out = tmp_path / "out"
     assert main(["run", "-s", "all-layers", "--train-layers", "blocks:1", "--model", str(tiny_bert),
