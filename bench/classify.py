@@ -7,10 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import layers
+from bench import layers, progress
 from bench.batching import Encoded, batches, encode_texts, length_grouped_order, sorted_order
 from bench.measure import param_counts
-from bench.models import attention_implementation, load_sequence_classifier, load_tokenizer, resolve_model
+from bench.models import (
+    attention_implementation,
+    load_sequence_classifier,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model,
+)
 from bench.run import RunContext
 from bench.strategy import StrategyOutput
 from bench.training import TrainSettings, train
@@ -29,14 +35,15 @@ class FinetuneConfig:
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
     batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    lr: float = _opt(5e-5, "peak learning rate (AdamW)")
+    lr: float = _opt(2e-4, "peak learning rate (AdamW)")
     weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
     warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
     max_length: int = _opt(128, "truncate inputs to this many tokens")
     train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
     eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
     eval_batch_size: int = _opt(128, "batch size for validation and test")
-    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager on CPU, sdpa on CUDA)")
+    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager, measured faster here)")
+    cast_frozen: bool = _opt(True, "under bf16 autocast, store frozen Linear weights in bf16 once (exact)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
     loss_sum = torch.zeros((), dtype=torch.float64)
     order = sorted_order([len(e) for e in examples], batch_size)
     with torch.inference_mode():
-        for batch in batches(examples, order, pad_id):
+        for batch in progress.bar(batches(examples, order, pad_id), desc="eval", total=len(order), unit="batch"):
             inputs = batch.to(run.device)
             with run.autocast():
                 out = model(**inputs)
@@ -112,6 +119,10 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
                                          attention_implementation(run.device, cfg.attn_implementation))
         selection = layers.resolve(train_layers, model, always_train_new_head=True)
         layers.apply(model, selection)
+        if cfg.cast_frozen and run.precision == "bf16":
+            import torch
+
+            layers.cast_frozen_linears(model, torch.bfloat16)
         model.to(run.device)
     lengths = [len(e) for e in prep.train]
 
@@ -140,6 +151,7 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
         extra={
             "train_layers": train_layers,
             "model": prep.source,
+            "model_sha256": model_fingerprint(prep.source),
             "data": data_summary(prep.data),
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,

@@ -47,6 +47,9 @@ def _global_parser(add_help: bool) -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str]) -> int:
+    # c10's warnings (e.g. the profiler's "memory block allocated before profiling") are noise here;
+    # read by torch at import, inherited by run processes. Errors still show.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     # Global options (-p, --plugins-dir, --config, -q) may stand anywhere: take them out first.
     pre, rest = _global_parser(add_help=False).parse_known_args(argv)
     from bench import progress

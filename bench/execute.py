@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig, strategy_config
-from bench.errors import BenchError
+from bench.errors import BenchError, UsageError
 from bench.hookimpl import hookimpl
 from bench.measure import Meter
 from bench.results import ErrorInfo, Provenance, RunResult, to_data, write_json_atomic
@@ -52,6 +52,10 @@ def execute(config: BenchConfig, name: str, host: Any = None) -> RunResult:
         setup_error: BaseException | None = exc
     else:
         setup_error = None
+    devices = tuple(getattr(strategy, "devices", None) or ("cpu", "cuda"))
+    if setup_error is None and config.device not in devices:
+        setup_error = UsageError(f"strategy {name!r} supports the devices {', '.join(devices)}, not "
+                                 f"{config.device!r}; run it with --device {devices[0]}")
     provenance = _provenance(config, entry, cfg_data)
     run_dir = config.out_dir / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,12 +131,12 @@ def _mfu(meter: Meter, provenance: Provenance) -> dict[str, Any]:
 
 
 def failed_result(config: BenchConfig, name: str, message: str, kind: str = "ProcessDied",
-                  wall_s: float = 0.0) -> RunResult:
+                  wall_s: float = 0.0, usage: bool = False) -> RunResult:
     """A failed row for a run that left no result of its own (killed, crashed, interrupted)."""
     provenance = Provenance(config.seed, config.device, "", 0, config.precision, platform.python_version(),
                             "", "", git_commit(), "?", None, None, {}, config.settings())
-    return RunResult(strategy=name, status="failed", provenance=provenance, error=ErrorInfo(kind, message),
-                     wall_s=wall_s)
+    return RunResult(strategy=name, status="failed", provenance=provenance,
+                     error=ErrorInfo(kind, message, usage=usage), wall_s=wall_s)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -147,7 +151,8 @@ def child_main(config: BenchConfig, name: str, result_path: str) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as exc:  # plugin loading failed in the child: still leave a row
-        result = failed_result(config, name, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        result = failed_result(config, name, str(exc), type(exc).__name__,
+                               usage=isinstance(exc, BenchError))
     write_json_atomic(Path(result_path), to_data(result))
 
 

@@ -180,3 +180,21 @@ def frozen_modules(model: Any) -> list[Any]:
     for child in model.children():
         visit(child)
     return out
+
+
+def cast_frozen_linears(model: Any, dtype: Any) -> int:
+    """Store frozen ``nn.Linear`` weights in ``dtype`` (bf16 under bf16 autocast).
+
+    Exact: autocast casts a Linear's weight and bias to bf16 before every matmul anyway; storing
+    them in bf16 once gives the same numbers without re-casting (a copy per layer per step) and
+    halves their memory. Embeddings and norms stay as they are (autocast keeps them in fp32).
+    Returns the number of parameters cast.
+    """
+    import torch
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters()):
+            count += sum(p.numel() for p in module.parameters())
+            module.to(dtype)
+    return count

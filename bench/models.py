@@ -29,11 +29,29 @@ def resolve_model(spec: str | None, task: str) -> str:
     return spec
 
 
+def model_fingerprint(source: str) -> str:
+    """sha256 over a local model folder's weight files (names and contents); the id for hub models."""
+    import hashlib
+
+    path = Path(source)
+    if not path.is_dir():
+        return f"hub:{source}"
+    h = hashlib.sha256()
+    for file in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+        h.update(file.name.encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def attention_implementation(device: str, choice: str) -> str:
-    """``auto``: eager on CPU (measured faster for training in bf16 there), sdpa on CUDA."""
-    if choice != "auto":
-        return choice
-    return "sdpa" if device == "cuda" else "eager"
+    """``auto`` is eager attention on both devices, as measured for these short sequences (README,
+    "Figures"): on this CPU eager trained 1.8x faster than SDPA in bf16; on an H100, all-layers on
+    Rotten Tomatoes ran 1,364 samples/s eager against 893 with SDPA (cuDNN re-plans every new shape
+    that dynamic padding produces). Pass ``sdpa`` for long sequences."""
+    del device  # same choice on both today; kept so a device-specific default can return
+    return "eager" if choice == "auto" else choice
 
 
 def load_tokenizer(source: str) -> Any:

@@ -115,7 +115,8 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             info = self._infos.get(self.pm.get_name(exc.plugin) or "")
             raise PluginError(f"{_describe(info) if info else 'a plugin'}: {exc}; every hook must be one of "
-                              f"the bench_* hooks in bench/hookspecs.py (check the spelling)") from None
+                              f"the bench_* hooks in bench/hookspecs.py (check the spelling"
+                              f"{_unknown_hook_hint(self.pm, exc)})") from None
         return self
 
     def register(self, plugin: object, name: str, source: str = "-p",
@@ -126,7 +127,8 @@ class PluginHost:
         try:
             registered = self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"{_describe(info)} does not match the hookspecs: {exc}") from None
+            raise PluginError(f"{_describe(info)} does not match the hookspecs: {_hook_mismatch(self.pm, plugin, exc)}"
+                              ) from None
         except ValueError as exc:  # already registered
             raise PluginError(f"{_describe(info)}: {exc}") from None
         if registered is None:
@@ -168,6 +170,36 @@ def _describe(info: PluginInfo | None) -> str:
     return f"plugin {info.name!r} ({where})"
 
 
+def _hook_mismatch(pm: pluggy.PluginManager, plugin: object, exc: Exception) -> str:
+    """One line: which hook implementation asks for an argument its hook does not provide, and what the
+    hook provides; else pluggy's message on one line."""
+    import inspect
+
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        caller = getattr(pm.hook, (opts or {}).get("specname") or attr, None) if opts is not None else None
+        if caller is None or caller.spec is None:
+            continue
+        args = [a for a in inspect.signature(getattr(plugin, attr)).parameters if a != "self"]
+        unknown = [a for a in args if a not in caller.spec.argnames]
+        if unknown:
+            accepted = ", ".join(caller.spec.argnames) or "no arguments"
+            return (f"{attr}({', '.join(args)}) asks for {', '.join(map(repr, unknown))}, which {caller.name} does not "
+                    f"provide; it accepts {accepted} (any subset, by exactly these names; see docs/hooks.md)")
+    return " ".join(str(exc).split())
+
+
+def _unknown_hook_hint(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
+    """``"; did you mean 'bench_x'?"`` for the first unknown hook of the plugin that failed the check."""
+    from bench.options import did_you_mean
+
+    known = [name for name in dir(hookspecs) if name.startswith("bench_")]
+    for attr in dir(exc.plugin):
+        if attr.startswith("bench_") and attr not in known and pm.parse_hookimpl_opts(exc.plugin, attr) is not None:
+            return did_you_mean(attr, known)
+    return ""
+
+
 def _own_version() -> str:
     from bench import __version__
 
@@ -175,9 +207,12 @@ def _own_version() -> str:
 
 
 def _entry_points() -> Iterator[tuple[importlib.metadata.EntryPoint, str | None, str | None]]:
-    """Entry points of the group, deduplicated by name, each with its distribution and version."""
+    """Entry points of the group, deduplicated by name, each with its distribution and version:
+    finetune-bench's own first, then the other distributions by name."""
     seen: set[str] = set()
-    for dist in importlib.metadata.distributions():
+    dists = sorted(importlib.metadata.distributions(),
+                   key=lambda d: (d.metadata["Name"] != OWN_DISTRIBUTION, str(d.metadata["Name"]).lower()))
+    for dist in dists:
         for ep in sorted(dist.entry_points, key=lambda e: e.name):
             if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
                 continue

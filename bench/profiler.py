@@ -9,8 +9,12 @@ warm-up steps and its steps are never counted in throughput.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +51,16 @@ class StepProfiler:
         activities = [ProfilerActivity.CPU]
         if self.device == "cuda" and torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
-        self._prof = profile(
-            activities=activities,
-            schedule=schedule(wait=self.wait, warmup=self.warmup, active=self.active, repeat=1),
-            on_trace_ready=self._on_ready,
-            record_shapes=True,
-            profile_memory=True,
-            with_stack=False,
-        )
-        self._prof.__enter__()
+        with _quiet_native_stderr():
+            self._prof = profile(
+                activities=activities,
+                schedule=schedule(wait=self.wait, warmup=self.warmup, active=self.active, repeat=1),
+                on_trace_ready=self._on_ready,
+                record_shapes=True,
+                profile_memory=True,
+                with_stack=False,
+            )
+            self._prof.__enter__()
 
     def _on_ready(self, prof: Any) -> None:
         from torch.profiler import tensorboard_trace_handler
@@ -65,12 +70,35 @@ class StepProfiler:
 
     def step(self) -> None:
         if self._prof is not None:
-            self._prof.step()
+            with _quiet_native_stderr():
+                self._prof.step()
 
     def stop(self) -> None:
         if self._prof is not None:
             prof, self._prof = self._prof, None
-            prof.__exit__(None, None, None)
+            with _quiet_native_stderr():
+                prof.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Kineto prints start/stop lines straight to file descriptor 2; hide them (only them) here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Profiler clears events.*")
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 @hookimpl

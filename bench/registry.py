@@ -37,8 +37,7 @@ class StrategyRegistry:
         from bench.plugins import OWN_DISTRIBUTION
 
         entries: dict[str, Entry] = {}
-        # Registration order: pluggy lists implementations last-registered-first; reverse for stability.
-        for impl in reversed(host.hook.bench_register_strategies.get_hookimpls()):
+        for impl in host.hook.bench_register_strategies.get_hookimpls():  # registration order
             info = host.info(impl.plugin_name)
             where = _where(impl.plugin_name, info)
             try:
@@ -52,6 +51,7 @@ class StrategyRegistry:
                     raise PluginError(
                         f"{where}: strategy {label!r} does not satisfy the bench.Strategy protocol: "
                         + "; ".join(problems)
+                        + " (see 'The strategy protocol' in docs/writing-plugins.md)"
                     )
                 if strategy.name in entries:
                     first = entries[strategy.name]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import progress
 from bench.batching import Batch
 from bench.layers import frozen_modules
 from bench.run import RunContext
@@ -92,7 +93,8 @@ def train(
             for module in frozen:
                 module.eval()  # frozen layers: no dropout, no work for autograd
             pending: list[Batch] = []
-            for batch in epoch_batches(epoch):
+            label = f"train epoch {epoch + 1}/{math.ceil(total / steps_per_epoch)}"
+            for batch in progress.bar(epoch_batches(epoch), desc=label, total=batches_per_epoch, unit="batch"):
                 pending.append(batch)
                 if len(pending) < settings.grad_accum:
                     continue

@@ -15,8 +15,9 @@ from typing import Any
 from bench import StrategyOutput, UsageError, hookimpl
 from bench.batching import Encoded, batches, sorted_order
 from bench.classify import data_summary, prepare
+from bench.layers import cast_frozen_linears
 from bench.measure import param_counts
-from bench.models import attention_implementation, load_encoder
+from bench.models import attention_implementation, load_encoder, model_fingerprint
 
 SMOKE = {"train_samples": 128, "eval_samples": 128, "max_length": 64}
 FULL = {"train_samples": 0}
@@ -37,6 +38,7 @@ class FeatureExtractionConfig:
     c_grid: tuple[float, ...] = _opt((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")
     feature_cache: bool = _opt(True, "reuse embeddings cached on disk from an earlier run")
     attn_implementation: str = _opt("auto", "auto | eager | sdpa")
+    cast_frozen: bool = _opt(True, "under bf16 autocast, store the encoder's Linear weights in bf16 once (exact)")
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -58,12 +60,17 @@ class FeatureExtraction:
             prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
             encoder = load_encoder(prep.source, attention_implementation(run.device, cfg.attn_implementation))
             encoder.requires_grad_(False)
+            if cfg.cast_frozen and run.precision == "bf16":
+                import torch
+
+                cast_frozen_linears(encoder, torch.bfloat16)
             encoder.eval().to(run.device)
+        fingerprint = model_fingerprint(prep.source)
         cached: dict[str, bool] = {}
         feats: dict[str, Any] = {}
         with run.meter.phase("extract"):
             for split, examples in (("train", prep.train), ("validation", prep.validation), ("test", prep.test)):
-                path = _cache_path(prep.source, examples, cfg, split)
+                path = _cache_path(fingerprint, examples, cfg, split)
                 if cfg.feature_cache and path.is_file():
                     feats[split], cached[split] = np.load(path), True
                     continue
@@ -96,6 +103,7 @@ class FeatureExtraction:
             trained_parameters=("logistic_regression.coef", "logistic_regression.intercept"),
             trained_modules=("logistic_regression",),
             extra={"pooling": cfg.pooling, "C": c_best, "features_cached": cached, "model": prep.source,
+                   "model_sha256": fingerprint,
                    "data": data_summary(prep.data), "embedding_dim": int(feats["train"].shape[1])},
         )
 
@@ -152,25 +160,17 @@ def fit_classifier(x: Any, y: Any, xv: Any, yv: Any, grid: tuple[float, ...], se
     return best[2], best[1], best[0]
 
 
-def _cache_path(source: str, examples: list[Encoded], cfg: FeatureExtractionConfig, split: str) -> Path:
+def _cache_path(fingerprint: str, examples: list[Encoded], cfg: FeatureExtractionConfig, split: str) -> Path:
+    """Keyed by the model's weights, the tokenised examples and labels, pooling and max length."""
     from bench.assets import cache_dir
 
     h = hashlib.sha256()
-    h.update(f"{source}|{cfg.pooling}|{cfg.max_length}|{_model_stamp(source)}".encode())
+    h.update(f"{fingerprint}|{cfg.pooling}|{cfg.max_length}".encode())
     for e in examples:
         h.update(b"%d|" % e.label)
         h.update(",".join(map(str, e.input_ids)).encode())
         h.update(b"\n")
     return cache_dir() / "features" / f"{split}-{h.hexdigest()[:24]}.npy"
-
-
-def _model_stamp(source: str) -> str:
-    """Identity of a local model's weights (size and mtime of its files); the id for hub models."""
-    path = Path(source)
-    if not path.is_dir():
-        return source
-    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(path.glob("*.safetensors"))
-                    + sorted(path.glob("*.bin")))
 
 
 @hookimpl

@@ -74,6 +74,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BENCH_PLUGINS", raising=False)
     monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.setenv("BENCH_PROGRESS", "0")
+    monkeypatch.delenv("BENCH_QUIET", raising=False)  # `bench -q` sets it; restored after each test
 
 
 @pytest.fixture(scope="session")

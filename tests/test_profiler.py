@@ -1,0 +1,97 @@
+"""The profiler, TensorBoard scalars, FLOPs/MFU and the per-phase memory figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import read_results
+
+from bench.cli import main
+from bench.flops import table_peak
+
+
+@pytest.fixture(scope="module")
+def profiled_run(tiny_bert, sentiment_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("profiled") / "out"
+    code = main(["run", "-s", "all-layers", "--model", str(tiny_bert), "--dataset", str(sentiment_csv),
+                 "--epochs", "2", "--train-samples", "0", "--batch-size", "8", "--warmup-steps", "2",
+                 "--profile-warmup", "1", "--profile-active", "2", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_traces_load_with_torch_tb_profiler(profiled_run):
+    pytest.importorskip("torch_tb_profiler")
+    from torch_tb_profiler import consts
+    from torch_tb_profiler.profiler.data import RunProfileData
+    from torch_tb_profiler.profiler.run_generator import RunGenerator
+
+    folder = profiled_run / "profile" / "all-layers"
+    traces = [p for p in folder.iterdir() if consts.WORKER_PATTERN.match(p.name)]
+    assert len(traces) == 1, list(folder.iterdir())
+    match = consts.WORKER_PATTERN.match(traces[0].name)
+    data = RunProfileData.parse(match.group(1), None, str(traces[0]), str(folder))
+    profile = RunGenerator(match.group(1), None, data).generate_run_profile()
+    assert profile.views, "torch-tb-profiler found no views in the trace"
+    names = {row["name"] for row in profile.operation_table_by_name["data"]}
+    assert any(n.startswith("aten::") for n in names)
+
+
+def test_profiled_window_apart_from_timed_window(profiled_run):
+    result = read_results(profiled_run)["results"][0]
+    kinds = [s["kind"] for s in result["steps"] if s["phase"] == "train"]
+    assert kinds[:5] == ["warmup", "warmup", "profiled", "profiled", "profiled"]
+    assert set(kinds[5:]) == {"timed"}
+    tp = result["throughput"]["train"]
+    assert tp["timed_steps"] == len(kinds) - 5 and tp["profiled_steps"] == 3
+    timed = [s for s in result["steps"] if s["kind"] == "timed"]
+    expected = sum(s["samples"] for s in timed) / sum(s["seconds"] for s in timed)
+    assert tp["samples_per_s"] == pytest.approx(expected)
+
+
+def test_top_operators_in_report(profiled_run, capsys):
+    assert main(["report", str(profiled_run)]) == 0
+    out = capsys.readouterr().out
+    assert "Top operators: all-layers" in out and "aten::" in out and "ProfilerStep" not in out
+
+
+def test_tensorboard_scalars_beside_traces(profiled_run):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(profiled_run / "profile" / "all-layers"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/samples_per_s", "val_accuracy"} <= tags
+    losses = [e.value for e in acc.Scalars("train/loss")]
+    assert len(losses) == len(read_results(profiled_run)["results"][0]["steps"])
+
+
+def test_flops_mfu_and_memory_recorded(profiled_run):
+    result = read_results(profiled_run)["results"][0]
+    assert result["flops_per_token"] > 0
+    assert 0 < result["mfu"] < 1.5
+    assert result["peak_flops_source"].startswith("measured:")
+    params = result["params"]
+    assert params["grad_bytes"] == params["param_bytes"]  # all layers train, fp32
+    assert params["optimizer_state_bytes"] == 2 * params["param_bytes"]  # AdamW: exp_avg + exp_avg_sq (+ steps)
+    phases = {p["name"]: p for p in result["phases"]}
+    assert {"setup", "train", "eval"} <= set(phases)
+    assert all(p["cpu_peak_rss_bytes"] > 0 and p["gpu_peak_allocated_bytes"] is None for p in phases.values())
+
+
+def test_no_profiler_means_no_profiled_steps_and_no_traces(tiny_bert, sentiment_csv, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", "-s", "last-layers", "--model", str(tiny_bert), "--dataset", str(sentiment_csv),
+                 "--epochs", "1", "--train-samples", "0", "--batch-size", "8", "--out", str(out),
+                 "-p", "no:profiler", "--no-isolate"]) == 0
+    result = read_results(out)["results"][0]
+    assert "profiled" not in {s["kind"] for s in result["steps"]}
+    assert not list((out / "profile").rglob("*.pt.trace.json"))
+
+
+def test_peak_table_prefers_specific_names():
+    assert table_peak("NVIDIA H100 PCIe", "bf16") == pytest.approx(756e12)
+    assert table_peak("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
+    assert table_peak("Some Unknown GPU", "bf16") is None
