@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,8 +57,10 @@ def probe_peak(device: str, precision: str, size: int = 2048, repeats: int = 5) 
     return 2.0 * size**3 / best
 
 
+@functools.cache
 def peak_flops(device: str, precision: str) -> tuple[float, str]:
-    """The device's peak FLOP/s for ``precision`` and where the figure came from."""
+    """The device's peak FLOP/s for ``precision`` and where the figure came from (measured once per
+    process and device: later in-process runs reuse the probe)."""
     if device == "cuda":
         import torch
 

@@ -119,7 +119,8 @@ def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
             assert torch.equal(value, before[name]), f"{name} is frozen but changed"
 
 
-def test_classification_strategies_end_to_end(tiny_bert, sentiment_csv, tmp_path, capsys):
+def test_classification_strategies_end_to_end(tiny_bert, sentiment_csv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))  # no embeddings cached by earlier runs
     out = tmp_path / "out"
     code = main(["run", "--model", str(tiny_bert), "--dataset", str(sentiment_csv), "--epochs", "3",
                  "--train-samples", "0", "--batch-size", "8", "--lr", "5e-3", "-o", "last-layers.lr=1e-2",

@@ -1,0 +1,101 @@
+"""``lora``: LoRA adapters on a sequence classifier, the classification head trained in full.
+
+The same data, training loop and evaluation as the built-in ``all-layers`` strategy (through
+``bench.classify`` and ``bench.training``), so its rows compare one to one; only the model differs:
+the classifier is wrapped with peft before training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import StrategyOutput
+from bench.batching import batches, length_grouped_order
+from bench.classify import data_summary, evaluate, prepare
+from bench.measure import param_counts
+from bench.models import attention_implementation, load_sequence_classifier
+from bench.training import TrainSettings, train
+
+from bench_lora import adapters
+from bench_lora.options import LoraClassificationConfig
+
+SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
+FULL = {"train_samples": 0, "epochs": 3}
+
+
+class Lora:
+    name = "lora"
+    description = "LoRA adapters (peft) on the attention projections; the classification head trains in full"
+    task = "classification"
+    config_class = LoraClassificationConfig
+    presets = {"smoke": SMOKE, "full": FULL}
+    devices = ("cpu", "cuda")
+
+    def run(self, run: Any) -> StrategyOutput:
+        cfg: LoraClassificationConfig = run.config
+        with run.meter.phase("setup"):
+            prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
+            base = load_sequence_classifier(prep.source, prep.data.label_names,
+                                            attention_implementation(run.device, cfg.attn_implementation))
+            head = tuple(cfg.modules_to_save) or adapters.new_head_modules(base)
+            model, lora = adapters.wrap(base, cfg, strategy=self.name, task_type="SEQ_CLS", modules_to_save=head)
+            model.to(run.device)
+        lengths = [len(e) for e in prep.train]
+
+        def epoch_batches(epoch: int) -> Any:
+            return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
+
+        def validate() -> dict[str, float]:
+            m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
+            return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
+
+        n_batches = -(-len(prep.train) // cfg.batch_size)
+        settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
+        outcome = train(run, model, epoch_batches, n_batches, settings, validate)
+        with run.meter.phase("eval"):
+            test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+        size = adapters.adapter_size(model)
+        params, modules = adapters.trained(model)
+        metrics = {
+            "test_accuracy": test["accuracy"],
+            "test_macro_f1": test["macro_f1"],
+            "test_loss": test["loss"],
+            "adapter_mib": size.mib,
+        }
+        if outcome.best_score is not None:
+            metrics["best_val_accuracy"] = outcome.best_score
+        return StrategyOutput(
+            metrics=metrics,
+            params=param_counts(model, outcome.optimizer),
+            trained_parameters=params,
+            trained_modules=modules,
+            extra={
+                **adapter_extra(run, model, lora, size, head),
+                "model": prep.source,
+                "data": data_summary(prep.data),
+                "best_epoch": outcome.best_epoch,
+                "optimizer_steps": outcome.steps,
+                "history": list(outcome.history),
+            },
+        )
+
+
+def adapter_extra(run: Any, model: Any, lora: Any, size: adapters.AdapterSize,
+                  modules_to_save: tuple[str, ...]) -> dict[str, Any]:
+    """The adapter's size (in memory and, unless --lora-save-adapter false, on disk) and its settings."""
+    extra: dict[str, Any] = {
+        "adapter_parameters": size.parameters,
+        "adapter_bytes": size.bytes,
+        "adapter_lora_parameters": size.lora_parameters,
+        "adapter_head_parameters": size.head_parameters,
+        "rank": lora.r,
+        "alpha": lora.lora_alpha,
+        "dropout": lora.lora_dropout,
+        "target_modules": sorted(lora.target_modules),
+        "modules_to_save": list(modules_to_save),
+    }
+    if run.bench.getoption("lora_save_adapter", True):
+        folder = run.out_dir / "adapter"
+        extra["adapter_file_bytes"] = adapters.save_adapter(model, folder)
+        extra["adapter_dir"] = str(folder)
+    return extra

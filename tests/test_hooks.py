@@ -1,0 +1,170 @@
+"""Every hook in bench/hookspecs.py, called when and where its docstring says: one observer plugin
+implements them all and logs each call with its process id (tests/test_docs.py checks every hook is
+used by some test)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import dedent, read_results, write_toy
+
+from bench.cli import main
+
+OBSERVER = '''
+import json
+import os
+
+from bench import UsageError, hookimpl
+from bench.report import Section
+
+
+def log(*event):
+    with open(os.environ["HOOK_LOG"], "a") as fh:
+        fh.write(json.dumps([os.getpid(), *event]) + "\\n")
+
+
+@hookimpl
+def bench_addoption(parser, pluginmanager):
+    parser.addoption("--observer-tag", type=str, default="none", help="a tag the observer logs")
+    log("addoption", type(pluginmanager).__name__)
+
+
+@hookimpl
+def bench_configure(config):
+    if config.getoption("observer_tag") == "bad":
+        raise UsageError("--observer-tag bad: not allowed; use any other tag")
+    log("configure", config.getoption("observer_tag"))
+
+
+@hookimpl
+def bench_unconfigure(config):
+    log("unconfigure")
+
+
+class OneStepProfiler:
+    window_steps = 1
+
+    def start(self):
+        log("profiler.start")
+
+    def step(self):
+        log("profiler.step")
+
+    def stop(self):
+        log("profiler.stop")
+
+
+@hookimpl
+def bench_make_profiler(run):
+    log("make_profiler", run.strategy.name)
+    return OneStepProfiler()
+
+
+@hookimpl(wrapper=True)
+def bench_run_strategy(run):
+    log("run_strategy.before", run.strategy.name)
+    output = yield
+    log("run_strategy.after", output.metrics["test_accuracy"])
+    return output
+
+
+@hookimpl
+def bench_run_finished(run, result):
+    (run.out_dir / "observer.txt").write_text(result.status)
+    log("run_finished", result.status)
+
+
+@hookimpl(tryfirst=True)
+def bench_generate_machine_info():
+    log("generate_machine_info")
+    return {"observer": True}
+
+
+@hookimpl
+def bench_update_machine_info(config, machine_info):
+    machine_info["node"] = "test-node"
+    log("update_machine_info")
+
+
+@hookimpl
+def bench_result_ready(config, result):
+    log("result_ready", result.strategy, result.status)
+
+
+@hookimpl
+def bench_report_sections(config, results):
+    log("report_sections", len(results))
+    return [Section("Observer", ("strategy", "steps"), tuple((r.strategy, len(r.steps)) for r in results))]
+
+
+@hookimpl
+def bench_terminal_summary(config, results, write):
+    write(f"observer saw {len(results)} result(s)")
+'''
+
+RUN_HOOKS = ["make_profiler", "run_strategy.before", "profiler.start", "profiler.step", "profiler.stop",
+             "run_strategy.after", "run_finished"]
+
+
+@pytest.fixture
+def observed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    folder = tmp_path / "observed"
+    write_toy(folder, "toy_a", "toy-a")
+    (folder / "observer.py").write_text(OBSERVER)
+    log = tmp_path / "hooks.jsonl"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    return folder, log
+
+
+def events(log: Path) -> list[list]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_every_hook_in_one_in_process_run(observed, tmp_path, capsys):
+    folder, log = observed
+    out = tmp_path / "out"
+    assert main(["run", "--plugins-dir", str(folder), "-s", "toy-a", "--no-isolate", "--observer-tag", "x",
+                 "--warmup-steps", "1", "--out", str(out)]) == 0
+    names = [e[1] for e in events(log)]
+    assert names == ["addoption", "configure", "generate_machine_info", "update_machine_info", *RUN_HOOKS,
+                     "result_ready", "report_sections", "unconfigure"]
+    assert {e[0] for e in events(log)} == {os.getpid()}
+    assert events(log)[0][2] == "PluginHost" and events(log)[1][2] == "x"
+    data = read_results(out)
+    assert data["machine"] == {"observer": True, "node": "test-node"}  # tryfirst: first result wins
+    assert [s["kind"] for s in data["results"][0]["steps"]][:3] == ["warmup", "profiled", "timed"]
+    assert (out / "runs" / "toy-a" / "observer.txt").read_text() == "passed"
+    text = capsys.readouterr().out
+    assert "Observer\n" in text and "Task metrics" in text  # own section next to the built-in ones
+    assert "observer saw 1 result(s)" in text
+
+
+def test_run_hooks_are_called_in_the_run_process(observed, tmp_path):
+    folder, log = observed
+    assert main(["run", "--plugins-dir", str(folder), "-s", "toy-a", "--observer-tag", "iso",
+                 "--out", str(tmp_path / "out")]) == 0
+    calls = events(log)
+    host = os.getpid()
+    child = {e[0] for e in calls if e[1] in RUN_HOOKS}
+    assert len(child) == 1 and host not in child
+    assert [e[1] for e in calls if e[0] in child] == ["configure", *RUN_HOOKS]  # historic: configured again
+    assert [e[2] for e in calls if e[1] == "configure"] == ["iso", "iso"]  # the option reached the child
+    assert [e[1:] for e in calls if e[1] == "result_ready"] == [["result_ready", "toy-a", "passed"]]
+    assert next(e[0] for e in calls if e[1] == "result_ready") == host
+
+
+def test_plugin_option_from_the_config_file_and_configure_errors(observed, tmp_path, capsys):
+    folder, log = observed
+    Path("bench.toml").write_text(dedent(f"""
+        plugins-dir = "{folder}"
+        observer-tag = "from-file"
+        """))
+    assert main(["run", "-s", "toy-a", "--no-isolate", "-p", "no:profiler", "--out", str(tmp_path / "o")]) == 0
+    assert [e[2] for e in events(log) if e[1] == "configure"] == ["from-file"]
+    capsys.readouterr()
+    assert main(["run", "-s", "toy-a", "--no-isolate", "--observer-tag", "bad", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "bench: error: --observer-tag bad: not allowed; use any other tag"
