@@ -11,6 +11,13 @@ the threshold that the test cannot tell from noise is reported as "not significa
 fail. Where raw samples are missing (a pytest-benchmark file saved without data) or too few for the
 test ever to reach ``alpha``, the threshold alone decides.
 
+Several results of one strategy in a file (``bench run -s x -s x -s x``) are pooled: their timed steps
+together feed the metrics and the test (task metrics and phase times averaged, memory peaks the median
+of the runs' peaks). Steps of one run share that run's moment of the machine, so
+with repeats on both sides a second, run-level check applies: the per-run medians must differ too
+(Welch's t-test on their logs, p < 0.2). On a machine that other jobs load, whole runs move by more
+than any sensible threshold; repeats, interleaved where you can, are how to see past that.
+
 Metrics (``--fail-on NAME=THRESHOLD``):
 
 ``throughput``     samples/s at the median timed step (mean samples per timed step / median timed step
@@ -36,6 +43,7 @@ without a sign, the known bad direction of the metric is used.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -49,12 +57,13 @@ from bench.errors import BenchError, UsageError
 from bench.options import did_you_mean
 
 # -------------------------------------------------------------------------------------------------
-# Defaults, set from the calibration in tests/benchmarks/calibrate.py (see docs/ci.md): on a noisy
-# 2-core CPU machine, same-code pairs never changed throughput by 10% or more at the median, and a 25%
-# slowdown always showed as -20% with p far below 0.002.
+# Defaults, set from the calibration in tests/benchmarks/calibrate.py (docs/ci.md): on a loaded 2-core
+# CPU machine, with interleaved repeats, same-code pairs: 0/12 flagged at -10% (1/12 at -5%); a 25%
+# slowdown (-20% throughput): 12/12 flagged at -10% (11/12 at -15%); the same at every alpha tried.
 # -------------------------------------------------------------------------------------------------
 
 DEFAULT_ALPHA = 0.002
+RUN_ALPHA = 0.2  # the run-level veto on pooled repeats (Welch's t on log per-run medians)
 DEFAULT_THRESHOLDS: tuple[str, ...] = ("throughput=-10%", "accuracy=-1pt", "peak_memory=+10%")
 VERDICT_REGRESSION = "REGRESSION"
 VERDICT_IMPROVEMENT = "improvement"
@@ -207,6 +216,8 @@ class Entry:
     primary_metric: str = ""
     settings: Mapping[str, Any] = field(default_factory=dict)  # what should match between runs
     device_name: str = ""
+    runs: int = 1  # results pooled into this entry
+    run_medians: tuple[float, ...] = ()  # median timed step of each pooled run (with repeats)
 
 
 @dataclass(frozen=True)
@@ -257,46 +268,67 @@ def load_source(spec: str | Path, baseline_dir: str | Path | None = None) -> Sou
 
 
 def source_from_results(path: str, results: Sequence[Any], created: str = "") -> Source:
-    """A source from finetune-bench :class:`~bench.results.RunResult` objects."""
-    entries: list[Entry] = []
-    seen: dict[str, int] = {}
+    """A source from finetune-bench :class:`~bench.results.RunResult` objects.
+
+    Several results of the same strategy in one file (``bench run -s x -s x -s x``, or files merged)
+    are pooled into one entry: their timed steps together feed the step metrics and the test, task
+    metrics and phase times are averaged, memory peaks take the median of the runs' peaks. Repeats spread over time
+    average a noisy machine's load; if any repeat failed, the entry counts as failed.
+    """
+    groups: dict[str, list[Any]] = {}
     for r in results:
-        seen[r.strategy] = seen.get(r.strategy, 0) + 1
-        key = r.strategy if seen[r.strategy] == 1 else f"{r.strategy}#{seen[r.strategy]}"
-        entries.append(entry_from_result(r, key))
+        groups.setdefault(r.strategy, []).append(r)
+    entries = [entry_from_results(group) for group in groups.values()]
     commits = {r.provenance.git_commit for r in results if r.provenance.git_commit}
     return Source(path, "finetune-bench", tuple(entries), created, ", ".join(sorted(commits)))
 
 
-def entry_from_result(r: Any, key: str | None = None) -> Entry:
-    values: dict[str, float] = {}
-    step_seconds: tuple[float, ...] = ()
-    main = r.main_throughput()
-    if main is not None:
-        phase, _tp = main
-        timed = [s for s in r.steps if s.phase == phase and s.kind == "timed"]
-        step_seconds = tuple(float(s.seconds) for s in timed)
-        values.update(step_metrics(step_seconds, [s.samples for s in timed], [s.tokens for s in timed]))
-    primary = _accuracy_metric(r.primary_metric, r.metrics)
-    if primary is not None:
-        values["accuracy"] = float(r.metrics[primary])
-    for name, value in r.metrics.items():
-        if name != primary and value is not None and math.isfinite(value):
-            values[name] = float(value)
-    values.update(memory_metrics(r.phases))
-    if r.params is not None:
-        values["trainable_params"] = float(r.params.trainable)
-        values["total_params"] = float(r.params.total)
-    for p in r.phases:
-        values[f"{p.name}_time"] = float(p.wall_s)
-    if r.wall_s:
-        values["wall_time"] = float(r.wall_s)
-    prov = r.provenance
+def entry_from_results(runs: Sequence[Any]) -> Entry:
+    """One entry from one or more results of the same strategy (pooled as :func:`source_from_results` says)."""
+    first = runs[0]
+    failed = [r for r in runs if not r.passed]
+    seconds: list[float] = []
+    samples: list[int] = []
+    tokens: list[int] = []
+    run_medians: list[float] = []
+    for r in runs:
+        main = r.main_throughput()
+        if main is not None:
+            timed = [s for s in r.steps if s.phase == main[0] and s.kind == "timed"]
+            if timed:
+                run_medians.append(statistics.median(float(s.seconds) for s in timed))
+            seconds += [float(s.seconds) for s in timed]
+            samples += [s.samples for s in timed]
+            tokens += [s.tokens for s in timed]
+    values: dict[str, float] = dict(step_metrics(seconds, samples, tokens))
+    primary = _accuracy_metric(first.primary_metric, first.metrics)
+    averaged: dict[str, list[float]] = {}
+    for r in runs:
+        for name, value in r.metrics.items():
+            if value is not None and math.isfinite(value):
+                averaged.setdefault("accuracy" if name == primary else name, []).append(float(value))
+        for p in r.phases:
+            averaged.setdefault(f"{p.name}_time", []).append(float(p.wall_s))
+        if r.wall_s:
+            averaged.setdefault("wall_time", []).append(float(r.wall_s))
+    values.update({name: statistics.fmean(v) for name, v in averaged.items()})
+    memory = [memory_metrics(r.phases) for r in runs]
+    for name in dict.fromkeys(k for m in memory for k in m):
+        values[name] = statistics.median(m[name] for m in memory if name in m)
+    if first.params is not None:
+        values["trainable_params"] = float(first.params.trainable)
+        values["total_params"] = float(first.params.total)
+    prov = first.provenance
     settings = {**{f"config.{k}": v for k, v in (prov.config or {}).items()},
                 **{k: prov.settings.get(k) for k in ("device", "precision", "model", "dataset", "preset",
                                                       "warmup_steps", "seed") if k in (prov.settings or {})}}
-    return Entry(key or r.strategy, values, step_seconds, r.passed, r.error.summary if r.error else "",
-                 primary or "", settings, prov.device_name or "")
+    error = ""
+    if failed:
+        error = failed[0].error.summary if failed[0].error else "failed"
+        if len(runs) > 1:
+            error = f"{len(failed)} of {len(runs)} runs failed: {error}"
+    return Entry(first.strategy, values, tuple(seconds), not failed, error, primary or "", settings,
+                 prov.device_name or "", len(runs), tuple(run_medians) if len(run_medians) > 1 else ())
 
 
 def step_metrics(seconds: Sequence[float], samples: Sequence[int], tokens: Sequence[int]) -> dict[str, float]:
@@ -392,6 +424,7 @@ class MetricChange:
     p_value: float | None
     verdict: str  # "" (no threshold), ok, REGRESSION, improvement, not significant
     note: str = ""
+    p_runs: float | None = None  # run-level p of pooled repeats, where both sides have them
 
 
 @dataclass(frozen=True)
@@ -445,7 +478,6 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
     thresholds = dict(thresholds if thresholds is not None else thresholds_from())
     _check_threshold_metrics(thresholds, baseline, current)
     base_by_key = {e.key: e for e in baseline.entries}
-    cur_by_key = {e.key: e for e in current.entries}
     notes: list[str] = []
     pairs = [(base_by_key[e.key], e) for e in current.entries if e.key in base_by_key]
     if not pairs and len(baseline.entries) == 1 and len(current.entries) == 1:
@@ -464,6 +496,9 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
             notes.append(f"{c.key}: the baseline run failed ({b.error or 'no error recorded'}); nothing to compare")
             continue
         changes.extend(_compare_entry(b, c, thresholds, alpha))
+        if b.runs > 1 or c.runs > 1:
+            notes.append(f"{c.key}: pooled {b.runs} baseline run(s) ({len(b.step_seconds)} timed steps) and "
+                         f"{c.runs} current run(s) ({len(c.step_seconds)} timed steps)")
         diff = _settings_diff(b.settings, c.settings)
         if diff:
             notes.append(f"{c.key}: settings differ, so the runs may not measure the same work: {diff}")
@@ -493,6 +528,7 @@ def _compare_entry(b: Entry, c: Entry, thresholds: Mapping[str, Threshold], alph
     names += [m for m in (*b.values, *c.values) if m not in names and m not in KNOWN_METRICS]
     names = list(dict.fromkeys(names))
     p_steps = mann_whitney_p(b.step_seconds, c.step_seconds, alpha)
+    p_runs = run_level_p(b.run_medians, c.run_medians)
     for name in names:
         base, cur = b.values.get(name), c.values.get(name)
         spec = metric_spec(name, [base, cur])
@@ -505,28 +541,53 @@ def _compare_entry(b: Entry, c: Entry, thresholds: Mapping[str, Threshold], alph
             change = (threshold.change(base, cur) if threshold else
                       (cur - base) * 100.0 if change_unit == "pt" else relative_change(base, cur))
         p = p_steps if spec.steps else None
+        pr = p_runs if spec.steps else None
         verdict, note = "", ""
         if threshold is not None and base is not None and cur is not None:
-            verdict, note = _judge(threshold, base, cur, spec, p, b.step_seconds, c.step_seconds, alpha)
+            verdict, note = _judge(threshold, base, cur, spec, p, pr, b, c, alpha)
         elif threshold is not None:
             note = "missing on one side"
-        out.append(MetricChange(c.key, name, label, spec, base, cur, change, change_unit, threshold, p, verdict, note))
+        out.append(MetricChange(c.key, name, label, spec, base, cur, change, change_unit, threshold, p, verdict, note,
+                                pr))
     return out
 
 
-def _judge(t: Threshold, base: float, cur: float, spec: MetricSpec, p: float | None,
-           base_steps: Sequence[float], cur_steps: Sequence[float], alpha: float) -> tuple[str, str]:
+def _judge(t: Threshold, base: float, cur: float, spec: MetricSpec, p: float | None, p_runs: float | None,
+           b: Entry, c: Entry, alpha: float) -> tuple[str, str]:
     worse, better = t.worse(base, cur), t.better(base, cur)
     if not worse and not better:
         return VERDICT_OK, ""
     if spec.steps:
         if p is None:
-            why = ("no raw step samples" if not base_steps or not cur_steps else
-                   f"too few step samples ({len(base_steps)} vs {len(cur_steps)}) for p < {alpha:g}")
+            why = ("no raw step samples" if not b.step_seconds or not c.step_seconds else
+                   f"too few step samples ({len(b.step_seconds)} vs {len(c.step_seconds)}) for p < {alpha:g}")
             return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), f"threshold only: {why}"
         if p >= alpha:
             return VERDICT_NOISE, f"p={p:.2g} >= {alpha:g}: within the noise of the step samples"
+        if p_runs is not None and p_runs >= RUN_ALPHA:
+            return VERDICT_NOISE, (f"the repeated runs ({len(b.run_medians)} vs {len(c.run_medians)}) differ among "
+                                   f"themselves about as much as between the sides (run-level p={p_runs:.2g} >= "
+                                   f"{RUN_ALPHA:g})")
     return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), ""
+
+
+def run_level_p(baseline: Sequence[float], current: Sequence[float]) -> float | None:
+    """Two-sided Welch t-test p-value on the log per-run medians of pooled repeats (None without repeats).
+
+    Steps of one run share that run's moment of a noisy machine, so pooled steps look more certain
+    than they are; the runs, each one sample, say how much whole runs move between repeats.
+    """
+    if len(baseline) < 2 or len(current) < 2:
+        return None
+    a = [math.log(x) for x in baseline if x > 0]
+    b = [math.log(x) for x in current if x > 0]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(b, a, equal_var=False).pvalue)
 
 
 def mann_whitney_p(baseline: Sequence[float], current: Sequence[float], alpha: float = DEFAULT_ALPHA) -> float | None:
@@ -609,7 +670,8 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
     lines.append("")
     rule = (f"A metric regresses when its change is past its threshold and, for step-based metrics (throughput, "
             f"tokens_per_s, step_time), the timed step durations differ by a two-sided Mann-Whitney U test at "
-            f"p < {cmp.alpha:g}.")
+            f"p < {cmp.alpha:g} (and, with repeated runs pooled on both sides, the per-run medians by Welch's t at "
+            f"p < {RUN_ALPHA:g}).")
     lines.append(f"*{rule}*" if md else f"({rule})")
     lines.append("" if md else f"result: {cmp.summary()}")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -629,6 +691,7 @@ def comparison_data(cmp: Comparison) -> dict[str, Any]:
         "changes": [{"benchmark": c.entry, "metric": c.metric, "baseline": num(c.baseline), "current": num(c.current),
                      "change": num(c.change), "change_unit": c.change_unit,
                      "threshold": c.threshold.text if c.threshold else None, "p_value": c.p_value,
+                     "p_runs": c.p_runs,
                      "verdict": c.verdict or None, "note": c.note or None} for c in cmp.changes],
         "failed": [{"benchmark": e, "error": err} for e, err in cmp.failed],
         "only_baseline": list(cmp.only_baseline),
@@ -703,6 +766,16 @@ def add_arguments(ap: Any) -> None:
                     help="also write the report to FILE, appending (e.g. \"$GITHUB_STEP_SUMMARY\")")
     ap.add_argument("--baseline-dir", default=None, metavar="DIR",
                     help="where saved baselines live (default: $BENCH_BASELINE_DIR, else .bench/baselines)")
+    ap.add_argument("--list-metrics", action=_ListMetrics, help="describe the metric names and threshold syntax")
+
+
+class _ListMetrics(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        print(metrics_help(), end="")
+        parser.exit(0)
 
 
 def cmd_compare(args: Any) -> int:

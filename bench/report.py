@@ -18,7 +18,7 @@ from bench.hookimpl import hookimpl
 from bench.results import RunResult, to_data
 
 FORMATS = ("table", "markdown", "csv", "json")
-PHASE_ORDER = ("setup", "extract", "train", "eval")
+PHASE_ORDER = ("setup", "baseline", "extract", "train", "eval")
 METRIC_ORDER = ("test_accuracy", "test_macro_f1", "best_val_accuracy", "exact_match_before", "exact_match_after",
                 "eval_loss", "eval_perplexity")
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import progress
-from bench.batching import Encoded, batches, sorted_order
+from bench.batching import Batch, Encoded, sorted_order
 from bench.data import InstructionData, InstructionExample
 from bench.errors import DataError, UsageError
 
@@ -175,23 +175,24 @@ class EncodedSplit:
     shortest_prompt: int
 
 
-def _eos_ids(tokenizer: Any, style: str) -> list[int]:
-    """Appended after an Alpaca answer (chat templates write their own end-of-turn)."""
-    if style == "chat" or tokenizer.eos_token_id is None:
-        return []
-    return [int(tokenizer.eos_token_id)]
+def _with_eos(response: list[int], tokenizer: Any) -> list[int]:
+    """The answer must teach the model to stop: append EOS unless the template already wrote it."""
+    eos = tokenizer.eos_token_id
+    if eos is None or int(eos) in response:
+        return response
+    return [*response, int(eos)]
 
 
 def encode(tokenizer: Any, examples: Sequence[InstructionExample], style: str, max_length: int) -> EncodedSplit:
     """Tokenise once, no padding. The prompt is tokenised alone; when the tokenisation of prompt+answer
-    starts with those ids it is used as is (the answer tokenised in context), else the two are joined.
+    starts with those ids it is used as is (the answer tokenised in context), else the answer's text is
+    tokenised alone and joined. EOS ends every answer (chat templates usually write their own end-of-turn).
     Answers that overflow ``max_length`` are cut; prompts that fill it are dropped (counted)."""
     if max_length < 2:
         raise UsageError(f"--max-length {max_length}: must be at least 2")
     special = style != "chat"  # chat templates write their own BOS and markers
     prompts = [render_prompt(tokenizer, e, style) for e in examples]
     fulls = [render_full(tokenizer, e, style) for e in examples]
-    eos = _eos_ids(tokenizer, style)
     items: list[SftItem] = []
     dropped = 0
     lengths: list[int] = []
@@ -199,21 +200,23 @@ def encode(tokenizer: Any, examples: Sequence[InstructionExample], style: str, m
     for start in range(0, len(examples), chunk):
         p_ids = tokenizer(prompts[start:start + chunk], add_special_tokens=special)["input_ids"]
         f_ids = tokenizer(fulls[start:start + chunk], add_special_tokens=special)["input_ids"]
-        for example, prompt, full in zip(examples[start:start + chunk], p_ids, f_ids, strict=True):
+        for offset, (prompt, full) in enumerate(zip(p_ids, f_ids, strict=True)):
+            i = start + offset
             prompt, full = list(prompt), list(full)
             lengths.append(len(prompt))
             if full[:len(prompt)] == prompt and len(full) > len(prompt):
-                response = full[len(prompt):] + eos
+                response = full[len(prompt):]
             else:
-                text = render_full(tokenizer, example, style)[len(render_prompt(tokenizer, example, style)):]
-                response = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + eos
-            if len(prompt) >= max_length or not response:
+                text = fulls[i][len(prompts[i]):] if fulls[i].startswith(prompts[i]) else examples[i].output
+                response = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            response = _with_eos(response, tokenizer)
+            if len(prompt) >= max_length:
                 dropped += 1
                 continue
             response = response[: max_length - len(prompt)]
             ids = tuple(prompt + response)
             labels = (-100,) * len(prompt) + tuple(response)
-            items.append(SftItem(example, tuple(prompt), Encoded(ids, token_labels=labels)))
+            items.append(SftItem(examples[i], tuple(prompt), Encoded(ids, token_labels=labels)))
     return EncodedSplit(items, dropped, max(lengths, default=0), min(lengths, default=0))
 
 
@@ -245,9 +248,77 @@ def exact_match(prediction: str, reference: str) -> bool:
     return normalise_answer(prediction) == normalise_answer(reference)
 
 
+# -------------------------------------------------------------------------------------------------
+# Response-window batches: left padding puts every response at the right edge, so the LM head and the
+# loss run over the last few positions only (the LM head is ~20% of SmolLM2's FLOPs per token).
+# -------------------------------------------------------------------------------------------------
+
+
+def collate_window(examples: Sequence[Encoded], pad_id: int) -> Batch:
+    """Left-padded ``input_ids``/``attention_mask``, ``position_ids`` counting real tokens only, and
+    ``labels`` for the last R positions only (R: the longest response; -100 on prompt and padding).
+    ``tokens`` counts the positions with a loss, as :func:`bench.batching.collate` does."""
+    import torch
+
+    width = max(len(e) for e in examples)
+    window = max(sum(1 for t in (e.token_labels or ()) if t != -100) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), window), -100, dtype=torch.long)
+    for row, e in enumerate(examples):
+        ids[row, width - len(e):] = torch.tensor(e.input_ids, dtype=torch.long)
+        mask[row, width - len(e):] = 1
+        tail = (e.token_labels or ())[-window:]
+        labels[row, window - len(tail):] = torch.tensor(tail, dtype=torch.long)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    tokens = int((labels != -100).sum())
+    return Batch({"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels},
+                 len(examples), tokens)
+
+
+def window_batches(examples: Sequence[Encoded], order: list[list[int]], pad_id: int) -> Iterator[Batch]:
+    for idx in order:
+        yield collate_window([examples[i] for i in idx], pad_id)
+
+
+def response_window_lm(model: Any) -> Any:
+    """Wrap a causal LM so that ``wrapper(**collate_window(...).tensors).loss`` is the mean cross-entropy
+    over response tokens, with logits computed for the response window only (``logits_to_keep`` where the
+    model supports it, else all positions, sliced). ``.logits`` are the window's, aligned with ``labels``.
+    The wrapper holds the model as ``.lm``: its parameters are the model's."""
+    import inspect
+    import types
+
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+
+    class ResponseWindowLM(torch.nn.Module):
+        def __init__(self, lm: Any) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, labels: Any) -> Any:
+            window = labels.shape[1]
+            kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if "position_ids" in accepted:
+                kwargs["position_ids"] = position_ids
+            if "use_cache" in accepted:
+                kwargs["use_cache"] = False
+            if "logits_to_keep" in accepted:
+                kwargs["logits_to_keep"] = window + 1
+            logits = self.lm(**kwargs).logits[:, -(window + 1):-1]
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                     labels.reshape(-1), ignore_index=-100)
+            return types.SimpleNamespace(loss=loss, logits=logits)
+
+    return ResponseWindowLM(model)
+
+
 def evaluate_loss(run: RunContext, model: Any, items: Sequence[SftItem], batch_size: int,
                   pad_id: int) -> tuple[float, int]:
-    """Mean cross-entropy over response tokens of ``items`` (token-weighted) and the token count."""
+    """Mean cross-entropy over response tokens of ``items`` (token-weighted) and the token count;
+    ``model`` is a :func:`response_window_lm` wrapper."""
     import torch
 
     model.eval()
@@ -256,25 +327,17 @@ def evaluate_loss(run: RunContext, model: Any, items: Sequence[SftItem], batch_s
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     with torch.inference_mode():
-        for batch in progress.bar(batches(examples, order, pad_id), desc="eval loss", total=len(order),
+        for batch in progress.bar(window_batches(examples, order, pad_id), desc="eval loss", total=len(order),
                                   unit="batch"):
             inputs = batch.to(run.device)
-            labels = inputs.pop("labels")
             with run.autocast():
                 logits = model(**inputs).logits
-            total += response_loss_sum(logits, labels).double().cpu()
+            labels = inputs["labels"]
+            keep = labels != -100
+            total += torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep],
+                                                       reduction="sum").double().cpu()
             count += batch.tokens
     return float(total) / max(1, count), count
-
-
-def response_loss_sum(logits: Any, labels: Any) -> Any:
-    """Summed next-token cross-entropy over positions whose label is not -100 (labels unshifted)."""
-    import torch
-
-    shifted = labels[:, 1:]
-    keep = shifted != -100
-    picked = logits[:, :-1][keep].float()
-    return torch.nn.functional.cross_entropy(picked, shifted[keep], reduction="sum")
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:

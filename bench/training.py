@@ -39,15 +39,22 @@ class TrainOutcome:
 
 
 def make_optimizer(params: list[Any], lr: float, weight_decay: float, device: str) -> Any:
-    """AdamW; fused on CUDA (one kernel per step), foreach elsewhere."""
+    """AdamW, fused (one pass over each tensor) on CUDA and on CPU (torch >= 2.4), else foreach.
+
+    On CPU the foreach version materialises full-size temporaries: measured ~5x slower than fused for
+    SmolLM2-135M's 135M parameters on a 2-core machine, longer than the forward and backward passes.
+    """
     import torch
 
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    if device == "cuda":
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    if device in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(groups, lr=lr, fused=True)
+        except (RuntimeError, TypeError):  # an older torch without fused CPU kernels
+            pass
     return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 

@@ -67,7 +67,7 @@ class Sft:
 
 def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
     from bench import layers, sft
-    from bench.batching import batches, length_grouped_order
+    from bench.batching import length_grouped_order
     from bench.measure import param_counts
     from bench.models import attention_implementation, load_causal_lm, load_tokenizer, resolve_model
     from bench.training import TrainSettings, train
@@ -86,11 +86,12 @@ def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
         selection = layers.resolve(cfg.train_layers, model, always_train_new_head=False)
         layers.apply(model, selection)
         model.to(run.device)
+        lm = sft.response_window_lm(model)  # loss and LM head over the response positions only
     pad = sft.pad_id_of(tokenizer)
     test = test_split.items
 
     def evaluate(desc: str) -> tuple[float, list[str]]:
-        loss, _ = sft.evaluate_loss(run, model, test, cfg.eval_batch_size, pad)
+        loss, _ = sft.evaluate_loss(run, lm, test, cfg.eval_batch_size, pad)
         return loss, sft.generate(run, model, tokenizer, test, cfg.eval_batch_size, cfg.max_new_tokens, pad, desc)
 
     with run.meter.phase("baseline"):
@@ -101,12 +102,12 @@ def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
     step_inputs: list[int] = []
 
     def epoch_batches(epoch: int) -> Iterator[Any]:
-        return _counting(batches(examples, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), pad),
-                         cfg.grad_accum, step_inputs)
+        order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
+        return _counting(sft.window_batches(examples, order, pad), cfg.grad_accum, step_inputs)
 
     n_batches = -(-len(examples) // cfg.batch_size)
     settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
-    outcome = train(run, model, epoch_batches, n_batches, settings)
+    outcome = train(run, lm, epoch_batches, n_batches, settings)
 
     with run.meter.phase("eval"):
         loss_after, after = evaluate("generate (after)")
@@ -203,6 +204,15 @@ def bench_configure(config: Any) -> None:
         return
     if config.model is None and config.dataset is None:
         return
+    from bench.errors import BenchError
+
+    try:
+        _check_inputs(config)
+    except BenchError as exc:
+        raise type(exc)(f"sft: {exc}") from None
+
+
+def _check_inputs(config: Any) -> None:
     from pathlib import Path
 
     from bench import sft

@@ -38,6 +38,7 @@ def run_interleaved(model: Path, data: Path, root: Path, names: dict[str, bool],
     machine's changing load. After ``rounds`` rounds it stops, unless ``settled`` (given the pooled
     folders) says the comparisons are still inconclusive: then it adds rounds, up to ``max_rounds``.
     """
+    import gc
     import os
 
     import torch
@@ -54,6 +55,7 @@ def run_interleaved(model: Path, data: Path, root: Path, names: dict[str, bool],
         k = 0
         while True:
             for name, slow in names.items():
+                gc.collect()  # what the previous run left behind is not this run's memory or time
                 plugins = ["--plugins-dir", str(SLOWDOWN_PLUGINS)] if slow else []
                 out = folders[name] / f"round-{k}"
                 code = main([*plugins, "run", "--model", str(model), "--dataset", str(data), "--out", str(out),
@@ -78,7 +80,7 @@ def run_interleaved(model: Path, data: Path, root: Path, names: dict[str, bool],
 
 
 TIMING_ROUNDS = 3
-TIMING_MAX_ROUNDS = 8
+TIMING_MAX_ROUNDS = 10
 TIMING_RUNS = {"base-a": False, "slow": True, "base-b": False}  # name -> loads the slowdown plugin
 
 
