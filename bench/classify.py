@@ -19,7 +19,7 @@ from bench.models import (
 )
 from bench.run import RunContext
 from bench.strategy import StrategyOutput
-from bench.training import TrainSettings, train
+from bench.training import TrainOutcome, TrainSettings, train
 
 
 def _opt(default: Any, help: str) -> Any:  # noqa: A002
@@ -124,20 +124,7 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
 
             layers.cast_frozen_linears(model, torch.bfloat16)
         model.to(run.device)
-    lengths = [len(e) for e in prep.train]
-
-    def epoch_batches(epoch: int) -> Any:
-        return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
-
-    def validate() -> dict[str, float]:
-        m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
-        return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
-
-    n_batches = -(-len(prep.train) // cfg.batch_size)
-    settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
-    outcome = train(run, model, epoch_batches, n_batches, settings, validate)
-    with run.meter.phase("eval"):
-        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    outcome, test = train_and_test(run, cfg, prep, model)
     return StrategyOutput(
         metrics={
             "test_accuracy": test["accuracy"],
@@ -158,6 +145,27 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
             "history": list(outcome.history),
         },
     )
+
+
+def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> tuple[TrainOutcome, dict[str, float]]:
+    """Train ``model`` (its trainable parameters) on ``prep`` with length-grouped batches, validating
+    each epoch and keeping the best state, then evaluate on the test split. ``cfg`` needs the
+    :class:`FinetuneConfig` training fields; plugins (e.g. LoRA) call this with their own model."""
+    lengths = [len(e) for e in prep.train]
+
+    def epoch_batches(epoch: int) -> Any:
+        return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
+
+    def validate() -> dict[str, float]:
+        m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
+        return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
+
+    n_batches = -(-len(prep.train) // cfg.batch_size)
+    settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
+    outcome = train(run, model, epoch_batches, n_batches, settings, validate)
+    with run.meter.phase("eval"):
+        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    return outcome, test
 
 
 def data_summary(data: Any) -> dict[str, Any]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench import StrategyOutput
-from bench.batching import batches, length_grouped_order
-from bench.classify import data_summary, evaluate, prepare
+from bench.classify import data_summary, prepare, train_and_test
 from bench.measure import param_counts
 from bench.models import attention_implementation, load_sequence_classifier
-from bench.training import TrainSettings, train
 
 from bench_lora import adapters
 from bench_lora.options import LoraClassificationConfig
@@ -40,20 +38,7 @@ class Lora:
             head = tuple(cfg.modules_to_save) or adapters.new_head_modules(base)
             model, lora = adapters.wrap(base, cfg, strategy=self.name, task_type="SEQ_CLS", modules_to_save=head)
             model.to(run.device)
-        lengths = [len(e) for e in prep.train]
-
-        def epoch_batches(epoch: int) -> Any:
-            return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
-
-        def validate() -> dict[str, float]:
-            m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
-            return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
-
-        n_batches = -(-len(prep.train) // cfg.batch_size)
-        settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
-        outcome = train(run, model, epoch_batches, n_batches, settings, validate)
-        with run.meter.phase("eval"):
-            test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+        outcome, test = train_and_test(run, cfg, prep, model)
         size = adapters.adapter_size(model)
         params, modules = adapters.trained(model)
         metrics = {
