@@ -39,7 +39,7 @@ class FinetuneConfig:
     weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
     warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
     max_length: int = _opt(128, "truncate inputs to this many tokens")
-    train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
+    train_samples: int = _opt(3000, "training examples used (0: the whole training split)")
     eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
     eval_batch_size: int = _opt(128, "batch size for validation and test")
     attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager, measured faster here)")

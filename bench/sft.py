@@ -4,8 +4,9 @@ needs the same data, masking and evaluation: ``from bench.sft import encode, eva
 
 * Prompts are written with the tokenizer's chat template when it has one (one user turn, the
   template's own system prompt if it adds one), else with the Alpaca template.
-* Labels are -100 on every prompt position (and on padding, added by :func:`bench.batching.collate`):
-  the loss is over response tokens only, the end-of-turn / EOS token included.
+* Labels are -100 on every prompt position (and on padding, added by :func:`collate_window` or
+  :func:`bench.batching.collate`): the loss is over response tokens only, the end-of-turn / EOS included.
+  Training batches are left-padded so that the LM head runs over the response window only.
 * Evaluation: mean cross-entropy over response tokens (and its perplexity), and exact match of
   greedy generations (batched, left-padded, inference mode + autocast) after :func:`normalise_answer`.
 """
@@ -47,15 +48,27 @@ _TRAILING_PUNCTUATION = ".,;:!?"
 # -------------------------------------------------------------------------------------------------
 
 
+DEFAULT_POOL = (3000, 300)  # the default set is built at this size, then cut: see load_instruction_data
+
+
 def load_instruction_data(spec: str | None, *, seed: int, train_samples: int, eval_samples: int,
                           test_fraction: float = 0.1) -> InstructionData:
-    """None: :func:`bench.data.build_default_instructions` (``train_samples``/``eval_samples`` sized, 0
-    meaning its default 600/150); an existing file: Alpaca JSONL split with ``seed``; else a hub dataset id.
-    For files and hub sets, ``train_samples``/``eval_samples`` > 0 take seeded random subsets."""
+    """None: the default set (:func:`bench.data.build_default_instructions`); an existing file: Alpaca
+    JSONL split with ``seed``; else a hub dataset id. ``train_samples``/``eval_samples`` > 0 cut the splits.
+
+    The default set is always built with ``DEFAULT_POOL`` (3000 train / 300 test; larger only when more
+    is asked for) and cut to the first ``train_samples``/``eval_samples`` taken round-robin by source, so
+    the held-out prompts do not change with ``train_samples`` and a larger cut holds every smaller one.
+    Files and hub sets are cut to seeded random subsets.
+    """
     from bench import data
 
     if spec is None:
-        return data.build_default_instructions(seed=seed, n_train=train_samples or 600, n_test=eval_samples or 150)
+        sizes = (max(train_samples, DEFAULT_POOL[0]), max(eval_samples, DEFAULT_POOL[1]))
+        pool = data.build_default_instructions(seed=seed, n_train=sizes[0], n_test=sizes[1])
+        train, test = _round_robin(pool.train, train_samples), _round_robin(pool.test, eval_samples)
+        return InstructionData(pool.name, train, test, f"{pool.source}; the first {len(train)} train / "
+                               f"{len(test)} test prompts (round-robin by source) of a {sizes[0]}/{sizes[1]} pool")
     if not spec.strip():
         raise DataError("--dataset '': empty; give an Alpaca JSONL file, a hub dataset id, or nothing for the default")
     path = Path(spec).expanduser()
@@ -108,6 +121,24 @@ def load_instruction_hub(dataset_id: str, *, seed: int, test_fraction: float = 0
         test = [train[i] for i in sorted(order[:cut])]
         train = [train[i] for i in sorted(order[cut:])]
     return InstructionData(dataset_id, tuple(train), tuple(test), f"hub:{dataset_id} (seed {seed})")
+
+
+def _round_robin(examples: tuple[InstructionExample, ...], size: int) -> tuple[InstructionExample, ...]:
+    """The first ``size`` examples taken in turn from each source (sources balanced), in their original order."""
+    if size <= 0 or size >= len(examples):
+        return examples
+    by_source: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_source.setdefault(e.source, []).append(i)
+    queues = [by_source[s] for s in sorted(by_source)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size:
+        for q in queues:
+            if depth < len(q) and len(picked) < size:
+                picked.append(q[depth])
+        depth += 1
+    return tuple(examples[i] for i in sorted(picked))
 
 
 def _subset(examples: tuple[InstructionExample, ...], size: int, seed: int, salt: str) -> tuple[InstructionExample, ...]:

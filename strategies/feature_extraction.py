@@ -32,7 +32,7 @@ def _opt(default: Any, help: str) -> Any:  # noqa: A002
 class FeatureExtractionConfig:
     pooling: str = _opt("mean", "mean | cls: how token states become one embedding")
     max_length: int = _opt(128, "truncate inputs to this many tokens")
-    train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
+    train_samples: int = _opt(3000, "training examples used (0: the whole training split)")
     eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
     eval_batch_size: int = _opt(128, "batch size for embedding")
     c_grid: tuple[float, ...] = _opt((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")

@@ -31,13 +31,15 @@ class SftConfig:
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
     batch_size: int = _opt(8, "training batch size (examples per micro-batch)")
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    lr: float = _opt(1e-4, "peak learning rate (AdamW)")
+    lr: float = _opt(2e-4, "peak learning rate (AdamW)")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and norms)")
     warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay")
     max_length: int = _opt(256, "prompt+response tokens kept (longer responses are cut; prompts that fill it are "
                                 "dropped)")
-    train_samples: int = _opt(800, "training examples (default data: generated; files: a random subset, 0: all)")
-    eval_samples: int = _opt(150, "held-out examples (default data: generated; files: a random subset, 0: all)")
+    train_samples: int = _opt(1200, "training examples (default data: the first N of a fixed pool, balanced by "
+                                    "source; files: a seeded random subset; 0: all)")
+    eval_samples: int = _opt(150, "held-out examples (default data: the first N of a fixed pool, balanced by "
+                                  "source; files: a seeded random subset; 0: all)")
     eval_batch_size: int = _opt(16, "batch size for held-out loss and generation")
     max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)")
     prompt_format: str = _opt("auto", "auto | chat | alpaca (auto: the chat template when the tokenizer has one)")

@@ -325,6 +325,13 @@ def test_hub_dataset_path(monkeypatch):
         sft.load_instruction_data("someone/alpaca-mini", seed=0, train_samples=0, eval_samples=0)
 
 
+def test_default_set_cut_round_robin_by_source():
+    pool = tuple(_ex(inp=str(i), source=src) for i, src in enumerate("aabbbbcaca"))
+    cut = sft._round_robin(pool, 5)
+    assert [e.input for e in cut] == ["0", "1", "2", "3", "6"]  # a, a, b, b, c: in turn, original order kept
+    assert set(sft._round_robin(pool, 3)) <= set(cut) and sft._round_robin(pool, 0) == pool
+
+
 def test_file_subsets_are_seeded(alpaca_jsonl):
     a = sft.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
     b = sft.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
