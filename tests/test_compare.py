@@ -363,10 +363,17 @@ def _measure_timing(tmp_path_factory, tiny_bert):
     return run_timing_protocol(tiny_bert, data, root)
 
 
-def test_two_runs_of_the_same_code_do_not_flag(timing_runs, capsys):
+def test_two_runs_of_the_same_code_do_not_flag(timing_runs, tmp_path_factory, tiny_bert, capsys):
     capsys.readouterr()
-    code = main(["compare", str(timing_runs["base-a"]), str(timing_runs["base-b"])])
-    out = capsys.readouterr().out
+    for attempt in range(3):
+        code = main(["compare", str(timing_runs["base-a"]), str(timing_runs["base-b"])])
+        out = capsys.readouterr().out
+        if code == 0:
+            break
+        # As in the slowdown test: a burst of load from other jobs during one side's runs can move it
+        # past the threshold; measure again, at most twice (docs/ci.md counts how often that happens).
+        if attempt < 2:
+            timing_runs = _measure_timing(tmp_path_factory, tiny_bert)
     assert code == 0, out
     cmp = compare(load_source(timing_runs["base-a"]), load_source(timing_runs["base-b"]))
     (acc,) = [c for c in cmp.changes if c.metric == "accuracy"]
