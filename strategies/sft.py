@@ -14,7 +14,8 @@ from typing import Any
 
 from bench import StrategyOutput, hookimpl
 
-SMOKE = {"train_samples": 48, "eval_samples": 24, "max_steps": 6, "max_length": 128, "show_generations": 3}
+SMOKE = {"train_samples": 24, "eval_samples": 12, "batch_size": 4, "max_steps": 6, "lr": 5e-5, "max_length": 128,
+         "show_generations": 3}
 FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
 
 
