@@ -422,9 +422,9 @@ def test_train_layers_last_1_freezes_the_rest(tiny_llama, alpaca_jsonl, tmp_path
 
 @pytest.mark.assets
 def test_sft_on_default_assets_small(tmp_path, capsys):
-    code = main(["run", "-s", "sft", "--preset", "smoke", "--train-samples", "12", "--eval-samples", "6",
-                 "--max-steps", "2", "--batch-size", "4", "--no-isolate", "--out", str(tmp_path / "out"),
-                 "-p", "no:profiler"])
+    code = main(["run", "-s", "sft", "--preset", "smoke", "--train-samples", "6", "--eval-samples", "3",
+                 "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "4", "--no-isolate",
+                 "--out", str(tmp_path / "out"), "-p", "no:profiler"])
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]
     assert result["status"] == "passed", result.get("error")
