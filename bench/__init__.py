@@ -2,12 +2,13 @@
 
 Plugin authors need only what this module exports::
 
-    from bench import hookimpl, StrategyOutput, ParamCounts
+    from bench import hookimpl, option, StrategyOutput, ParamCounts
 """
 
 from bench.errors import BenchError, DataError, ModelError, PluginError, UsageError
 from bench.hookimpl import ENTRY_POINT_GROUP, hookimpl
 from bench.hookspecs import hookspec
+from bench.options import option
 from bench.strategy import ParamCounts, Strategy, StrategyOutput
 
 __version__ = "0.1.0"
@@ -25,4 +26,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "option",
 ]

@@ -4,10 +4,10 @@ built-in classification strategies (and open to plugins: ``from bench.classify i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bench import layers, progress
+from bench import layers, prefix_cache, progress
 from bench.batching import Encoded, batches, encode_texts, length_grouped_order, sorted_order
 from bench.measure import param_counts
 from bench.models import (
@@ -17,18 +17,16 @@ from bench.models import (
     model_fingerprint,
     resolve_model,
 )
+from bench.options import option as _opt
 from bench.run import RunContext
 from bench.strategy import StrategyOutput
 from bench.training import TrainOutcome, TrainSettings, train
 
 
-def _opt(default: Any, help: str) -> Any:  # noqa: A002
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Options shared by the fine-tuning strategies (``all-layers``, ``last-layers``)."""
+class TrainingConfig:
+    """The training options every classification fine-tuning strategy shares (built-in or a plugin's,
+    e.g. the baselines): same names, so ``--epochs 2`` sets them all."""
 
     train_layers: str = _opt("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
     epochs: int = _opt(3, "training epochs")
@@ -43,7 +41,15 @@ class FinetuneConfig:
     eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
     eval_batch_size: int = _opt(128, "batch size for validation and test")
     attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager, measured faster here)")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainingConfig):
+    """Options of the built-in fine-tuning strategies (``all-layers``, ``last-layers``)."""
+
     cast_frozen: bool = _opt(True, "under bf16 autocast, store frozen Linear weights in bf16 once (exact)")
+    prefix_cache: bool = _opt(True, "compute the frozen embeddings and leading frozen blocks once, not every epoch "
+                                    "(exact: frozen modules run in eval mode)")
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,10 @@ def prepare(run: RunContext, train_samples: int, eval_samples: int, max_length: 
     return Prepared(data, tok, source, enc(data.train), enc(data.validation), enc(data.test), pad)
 
 
-def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int) -> dict[str, float]:
-    """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast)."""
+def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
+             hidden: list[Any] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast).
+    ``hidden``: the examples' cached prefix outputs, when ``model`` is a :func:`prefix_cache.suffix_model`."""
     import torch
     from sklearn.metrics import f1_score
 
@@ -93,8 +101,10 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
     labels: list[Any] = []
     loss_sum = torch.zeros((), dtype=torch.float64)
     order = sorted_order([len(e) for e in examples], batch_size)
+    source = batches(examples, order, pad_id) if hidden is None else \
+        prefix_cache.cached_batches(examples, hidden, order, pad_id)
     with torch.inference_mode():
-        for batch in progress.bar(batches(examples, order, pad_id), desc="eval", total=len(order), unit="batch"):
+        for batch in progress.bar(source, desc="eval", total=len(order), unit="batch"):
             inputs = batch.to(run.device)
             with run.autocast():
                 out = model(**inputs)
@@ -124,7 +134,8 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
 
             layers.cast_frozen_linears(model, torch.bfloat16)
         model.to(run.device)
-    outcome, test = train_and_test(run, cfg, prep, model)
+    done = train_and_test(run, cfg, prep, model)
+    outcome, test = done.outcome, done.test
     return StrategyOutput(
         metrics={
             "test_accuracy": test["accuracy"],
@@ -143,29 +154,67 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,
             "history": list(outcome.history),
+            "prefix_cache": done.prefix_cache,
         },
     )
 
 
-def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> tuple[TrainOutcome, dict[str, float]]:
+@dataclass(frozen=True)
+class Finetuned:
+    """What :func:`train_and_test` returns: the training outcome, the test metrics, and what the
+    frozen-prefix cache did (``{"used": False, "reason": ...}`` when it was not used)."""
+
+    outcome: TrainOutcome
+    test: dict[str, float]
+    prefix_cache: dict[str, Any]
+
+
+def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Finetuned:
     """Train ``model`` (its trainable parameters) on ``prep`` with length-grouped batches, validating
     each epoch and keeping the best state, then evaluate on the test split. ``cfg`` needs the
-    :class:`FinetuneConfig` training fields; plugins (e.g. LoRA) call this with their own model."""
+    :class:`FinetuneConfig` training fields; plugins (e.g. LoRA) call this with their own model.
+
+    When the embeddings and the first blocks are frozen (``last-layers``), their outputs are computed
+    once (in the train phase for the training split, in the eval phase for the validation split) and
+    the epochs run the rest of the model only: see :mod:`bench.prefix_cache`."""
+    import contextlib
+
     lengths = [len(e) for e in prep.train]
+    plan, why = prefix_cache.plan(model) if getattr(cfg, "prefix_cache", False) else (None, "prefix_cache=false")
+    train_hidden = val_hidden = None
+    cache_info: dict[str, Any] = {"used": False, "reason": why}
+    if plan is not None:
+        with run.meter.phase("train"):
+            train_hidden = prefix_cache.compute(run, model, plan, prep.train, cfg.eval_batch_size, prep.pad_id,
+                                                "prefix (train)")
+        with run.meter.phase("eval"):
+            val_hidden = prefix_cache.compute(run, model, plan, prep.validation, cfg.eval_batch_size, prep.pad_id,
+                                              "prefix (validation)")
+        cache_info = {"used": True, "frozen_blocks": plan.frozen_blocks, "blocks": plan.num_blocks,
+                      "describe": plan.describe(), "bytes": prefix_cache.nbytes(train_hidden) +
+                      prefix_cache.nbytes(val_hidden)}
 
-    def epoch_batches(epoch: int) -> Any:
-        return batches(prep.train, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), prep.pad_id)
+    with (prefix_cache.suffix_model(model, plan) if plan is not None else contextlib.nullcontext(model)) as trained:
+        def epoch_batches(epoch: int) -> Any:
+            order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
+            if train_hidden is None:
+                return batches(prep.train, order, prep.pad_id)
+            return prefix_cache.cached_batches(prep.train, train_hidden, order, prep.pad_id)
 
-    def validate() -> dict[str, float]:
-        m = evaluate(run, model, prep.validation, cfg.eval_batch_size, prep.pad_id)
-        return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
+        def validate() -> dict[str, float]:
+            m = evaluate(run, trained, prep.validation, cfg.eval_batch_size, prep.pad_id, val_hidden)
+            return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
 
-    n_batches = -(-len(prep.train) // cfg.batch_size)
-    settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
-    outcome = train(run, model, epoch_batches, n_batches, settings, validate)
+        n_batches = -(-len(prep.train) // cfg.batch_size)
+        settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
+                                 cfg.grad_accum)
+        outcome = train(run, trained, epoch_batches, n_batches, settings, validate)
+    for cached in (train_hidden, val_hidden):
+        if cached is not None:
+            cached.clear()  # free the cache before the test pass
     with run.meter.phase("eval"):
         test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
-    return outcome, test
+    return Finetuned(outcome, test, cache_info)
 
 
 def data_summary(data: Any) -> dict[str, Any]:

@@ -97,6 +97,16 @@ class OptionParser:
 # -------------------------------------------------------------------------------------------------
 
 
+def option(default: Any, help: str) -> Any:  # noqa: A002
+    """A strategy config field that is a bench option: ``lr: float = option(2e-4, "peak learning rate")``.
+
+    Each field of a strategy's ``config_class`` becomes ``--field-name`` on ``bench run``, ``-o
+    STRATEGY.field=value`` and a config-file key; ``help`` is what ``bench run --help`` shows."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value

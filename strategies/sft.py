@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench import StrategyOutput, hookimpl
+from bench.options import option as _opt
 
 SMOKE = {"train_samples": 24, "eval_samples": 12, "batch_size": 4, "max_steps": 6, "lr": 5e-5, "max_length": 128,
          "show_generations": 3}
 FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
 
-
-def _opt(default: Any, help: str) -> Any:  # noqa: A002
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)

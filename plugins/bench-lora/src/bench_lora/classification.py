@@ -38,7 +38,8 @@ class Lora:
             head = tuple(cfg.modules_to_save) or adapters.new_head_modules(base)
             model, lora = adapters.wrap(base, cfg, strategy=self.name, task_type="SEQ_CLS", modules_to_save=head)
             model.to(run.device)
-        outcome, test = train_and_test(run, cfg, prep, model)
+        done = train_and_test(run, cfg, prep, model)
+        outcome, test = done.outcome, done.test
         size = adapters.adapter_size(model)
         params, modules = adapters.trained(model)
         metrics = {

@@ -7,12 +7,9 @@ a field of that name), ``-o lora.field=value`` for this strategy alone, and a ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def _opt(default: Any, help: str) -> Any:  # noqa: A002
-    return field(default=default, metadata={"help": help})
+from bench import option as _opt
 
 
 @dataclass(frozen=True)

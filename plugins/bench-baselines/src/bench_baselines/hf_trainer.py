@@ -1,0 +1,186 @@
+"""``hf-trainer`` and ``hf-trainer-sft``: the same jobs as the built-ins, done the way the Hugging Face
+docs teach: ``transformers.Trainer`` with a dynamic-padding collator, length-grouped sampling
+(``train_sampling_strategy="group_by_length"``), bf16 where the device supports it, the default
+(fused) AdamW with linear warm-up and decay, the model's default attention implementation, per-epoch
+evaluation keeping the best checkpoint (classification).
+
+Data, tokenisation, subsets, layer selection and the test evaluation are the built-ins' own
+(:mod:`bench.classify`, :mod:`bench.sft`), so only the training differs. Timing: see
+:mod:`bench_baselines.meter_callback`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench import StrategyOutput, option
+from bench.classify import TrainingConfig
+from strategies.sft import SftConfig
+
+SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
+FULL = {"train_samples": 0, "epochs": 3}
+SFT_SMOKE = {"train_samples": 24, "eval_samples": 12, "batch_size": 4, "max_steps": 6, "lr": 5e-5, "max_length": 128,
+             "show_generations": 3}
+SFT_FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
+
+
+@dataclass(frozen=True)
+class HfTrainerConfig(TrainingConfig):
+    """The built-in fine-tuning options, with transformers' own default attention."""
+
+    attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
+
+
+@dataclass(frozen=True)
+class HfTrainerSftConfig(SftConfig):
+    """The ``sft`` options, with transformers' own default attention."""
+
+    attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
+
+
+def training_arguments(run: Any, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
+    """The Trainer setup the docs recommend, with the run's seed, precision and device."""
+    from transformers import TrainingArguments
+
+    per_epoch = {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
+                 "metric_for_best_model": "accuracy", "save_total_limit": 1, "save_only_model": True}
+    return TrainingArguments(
+        output_dir=str(run.out_dir / "trainer"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type="linear",
+        train_sampling_strategy="group_by_length",
+        bf16=run.precision == "bf16",
+        use_cpu=run.device == "cpu",
+        seed=run.seed,
+        report_to="none",
+        disable_tqdm=True,
+        logging_strategy="no",
+        dataloader_num_workers=0,
+        **(per_epoch if evaluate_each_epoch else {"eval_strategy": "no", "save_strategy": "no"}),
+    )
+
+
+class HfTrainer:
+    name = "hf-trainer"
+    description = "baseline: transformers.Trainer (dynamic padding, group_by_length, bf16) on the same data"
+    task = "classification"
+    config_class = HfTrainerConfig
+    presets = {"smoke": SMOKE, "full": FULL}
+
+    def run(self, run: Any) -> StrategyOutput:
+        from bench import layers
+        from bench.classify import data_summary, evaluate, prepare
+        from bench.measure import param_counts
+        from bench.models import load_sequence_classifier
+        from transformers import DataCollatorWithPadding, Trainer
+
+        from bench_baselines.meter_callback import CountingCollator, meter_callback
+
+        cfg: HfTrainerConfig = run.config
+        with run.meter.phase("setup"):
+            prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
+            model = load_sequence_classifier(prep.source, prep.data.label_names, cfg.attn_implementation)
+            selection = layers.resolve(cfg.train_layers, model, always_train_new_head=True)
+            layers.apply(model, selection)
+
+            def rows(split: Any) -> list[dict[str, Any]]:
+                return [{"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": e.label}
+                        for e in split]
+
+            collator = CountingCollator(DataCollatorWithPadding(prep.tokenizer))
+            trainer = Trainer(model=model, args=training_arguments(run, cfg, evaluate_each_epoch=True),
+                              train_dataset=rows(prep.train), eval_dataset=rows(prep.validation),
+                              data_collator=collator, compute_metrics=_accuracy,
+                              callbacks=[meter_callback(run.meter, collator)])
+        trainer.train()
+        history = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))}
+                   for h in trainer.state.log_history if "eval_accuracy" in h]
+        with run.meter.phase("eval"):
+            test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+        best = max((h["eval_accuracy"] for h in history), default=float("nan"))
+        return StrategyOutput(
+            metrics={"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+                     "best_val_accuracy": best, "test_loss": test["loss"]},
+            params=param_counts(model, trainer.optimizer),
+            trained_parameters=selection.parameters,
+            trained_modules=selection.modules,
+            extra={"train_layers": cfg.train_layers, "model": prep.source, "data": data_summary(prep.data),
+                   "optimizer": trainer.args.optim, "attn_implementation": cfg.attn_implementation,
+                   "optimizer_steps": trainer.state.global_step, "history": history,
+                   "stands_for": "all-layers" if cfg.train_layers == "all" else "last-layers"},
+        )
+
+
+def _accuracy(prediction: Any) -> dict[str, float]:
+    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+
+class HfTrainerSft:
+    name = "hf-trainer-sft"
+    description = "baseline: transformers.Trainer doing the sft strategy's supervised fine-tuning (same data)"
+    task = "causal-lm"
+    config_class = HfTrainerSftConfig
+    presets = {"smoke": SFT_SMOKE, "full": SFT_FULL}
+
+    def run(self, run: Any) -> StrategyOutput:
+        from bench import layers, sft
+        from bench.measure import param_counts
+        from bench.models import load_causal_lm, load_tokenizer, resolve_model
+        from transformers import DataCollatorForSeq2Seq, Trainer
+
+        from bench_baselines.meter_callback import CountingCollator, meter_callback
+
+        cfg: HfTrainerSftConfig = run.config
+        with run.meter.phase("setup"):
+            source = resolve_model(run.bench.model, "causal-lm")
+            tokenizer = load_tokenizer(source)
+            style = sft.prompt_style(tokenizer, cfg.prompt_format)
+            data = sft.load_instruction_data(run.bench.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
+                                             eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
+            train_split = sft.encode(tokenizer, data.train, style, cfg.max_length)
+            test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
+            sft.require_items(train_split, "training", cfg.max_length)
+            sft.require_items(test_split, "held-out", cfg.max_length)
+            model = load_causal_lm(source, cfg.attn_implementation)
+            selection = layers.resolve(cfg.train_layers, model, always_train_new_head=False)
+            layers.apply(model, selection)
+            pad = sft.pad_id_of(tokenizer)
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token_id = pad
+            tokenizer.padding_side = "right"  # training: right padding, positions from 0
+            rows = [{"input_ids": list(it.encoded.input_ids), "attention_mask": [1] * len(it.encoded),
+                     "labels": list(it.encoded.token_labels or ())} for it in train_split.items]
+            collator = CountingCollator(DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+            trainer = Trainer(model=model, args=training_arguments(run, cfg, evaluate_each_epoch=False),
+                              train_dataset=rows, data_collator=collator,
+                              callbacks=[meter_callback(run.meter, collator)])
+        trainer.train()
+        test = test_split.items
+        with run.meter.phase("eval"):
+            loss, _ = sft.evaluate_loss(run, sft.response_window_lm(model), test, cfg.eval_batch_size, pad)
+            after = sft.generate(run, model, tokenizer, test, cfg.eval_batch_size, cfg.max_new_tokens, pad,
+                                 "generate (after)")
+        scores = sft.score(test, after)
+        metrics = {"exact_match_after": scores.overall, "eval_loss": loss}
+        if len(scores.by_source) > 1:
+            for src, value in scores.by_source.items():
+                metrics[f"exact_match_after_{sft.metric_suffix(src)}"] = value
+        return StrategyOutput(
+            metrics=metrics,
+            params=param_counts(model, trainer.optimizer),
+            primary_metric="exact_match_after",
+            trained_parameters=selection.parameters,
+            trained_modules=selection.modules,
+            extra={"model": source, "prompt_format": style, "train_layers": cfg.train_layers,
+                   "optimizer": trainer.args.optim, "attn_implementation": cfg.attn_implementation,
+                   "optimizer_steps": trainer.state.global_step, "stands_for": "sft",
+                   "train_input_tokens": sum(s.input_tokens for s in run.meter.steps if s.phase == "train")},
+        )

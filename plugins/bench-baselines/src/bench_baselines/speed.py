@@ -1,0 +1,137 @@
+"""One command for the speed comparison: ``python -m bench_baselines.speed``.
+
+Runs each built-in strategy and the baseline it stands for, one ``bench run`` each, on the same
+data, epochs and layer selection, then prints the ratio table (ours / baseline, over the whole
+training phase) and writes it as ``speed.md`` and ``speed.json`` into ``--out``. With
+``--repeats N`` the whole plan runs N times, interleaved (A B A B ...), and the table shows the
+median ratio with its range: the machine is shared and noisy, so ratios of neighbours are what
+count, not absolute times. The profiler and TensorBoard are off (they add their own cost).
+
+Everything after ``--`` goes to every ``bench run`` (e.g. ``-- --device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GROUPS = ("classification", "sft")
+
+
+@dataclass(frozen=True)
+class Job:
+    group: str
+    strategy: str
+    options: tuple[str, ...] = ()
+
+    def slug(self, index: int, repeat: int) -> str:
+        tail = "-".join(o.split(".", 1)[1].replace("=", "_").replace(":", "").replace("+", "_")
+                        for o in self.options if "train_layers" in o or "n_last" in o)
+        return f"r{repeat}-{index:02d}-{self.strategy}" + (f"-{tail}" if tail else "")
+
+
+def plan(sft_train_samples: int, head_lr: str) -> list[Job]:
+    """The pairs of issue #8, built-in first, then its baseline."""
+    def o(name: str, *items: str) -> tuple[str, ...]:
+        return tuple(x for item in items for x in ("-o", f"{name}.{item}"))
+
+    sft = f"train_samples={sft_train_samples}"
+    return [
+        Job("classification", "feature-extraction", o("feature-extraction", "feature_cache=false")),
+        Job("classification", "all-layers"),
+        Job("classification", "hf-trainer"),
+        Job("classification", "last-layers"),
+        Job("classification", "hf-trainer", o("hf-trainer", "train_layers=head", f"lr={head_lr}")),
+        Job("classification", "last-layers", o("last-layers", "n_last=1")),
+        Job("classification", "hf-trainer", o("hf-trainer", "train_layers=head+last:1", f"lr={head_lr}")),
+        Job("classification", "seed-loop"),
+        Job("sft", "sft", o("sft", sft)),
+        Job("sft", "hf-trainer-sft", o("hf-trainer-sft", sft)),
+    ]
+
+
+def run_job(job: Job, out: Path, preset: str, passthrough: list[str]) -> Path:
+    cmd = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "run", "-s",
+           job.strategy, *job.options, "--preset", preset, "--out", str(out), "-q", "-p", "no:profiler",
+           "-p", "no:tensorboard", *passthrough]
+    started = time.perf_counter()
+    print(f"  {out.name} ...", end="", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(f" {time.perf_counter() - started:.0f} s" + ("" if proc.returncode == 0 else
+                                                        f" (exit {proc.returncode}: {proc.stderr.strip()[-300:]})"))
+    return out
+
+
+def table(out_dirs: list[list[Path]]) -> tuple[str, str, list[dict]]:
+    """Terminal and markdown tables, and JSON rows, from each repeat's result folders."""
+    from bench.results import RESULTS_FILENAME, load_results
+    from tabulate import tabulate
+
+    from bench_baselines.ratios import HEADERS, Ratio, ratios, rows
+
+    per_repeat: list[list[Ratio]] = []
+    for dirs in out_dirs:
+        results = [r for d in dirs if (d / RESULTS_FILENAME).is_file() for r in load_results(d / RESULTS_FILENAME).results]
+        per_repeat.append(ratios(results))
+    if not per_repeat or not per_repeat[0]:
+        return "no comparable rows (did the runs fail? see the run folders)", "", []
+    keyed: dict[tuple[str, str, str], list[Ratio]] = {}
+    for items in per_repeat:
+        for r in items:
+            keyed.setdefault((r.ours, r.baseline, r.layers), []).append(r)
+    chosen: list[Ratio] = []
+    spread: list[str] = []
+    for group in keyed.values():
+        values = [(r.ratio if r.baseline else r.ours_value) or 0.0 for r in group]
+        median = statistics.median(values)
+        chosen.append(min(group, key=lambda r, m=median: abs(((r.ratio if r.baseline else r.ours_value) or 0) - m)))
+        spread.append(f"{min(values):.2f}-{max(values):.2f}" if len(group) > 1 else "-")
+    body = [(*row, s) for row, s in zip(rows(chosen), spread)]
+    headers = (*HEADERS, "range over repeats")
+    data = [dict(zip(headers, row)) for row in body]
+    return tabulate(body, headers=headers), tabulate(body, headers=headers, tablefmt="github"), data
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(prog="python -m bench_baselines.speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(".bench") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser.add_argument("--preset", default="default", help="bench preset for every run (default: default)")
+    parser.add_argument("--repeats", type=int, default=1, help="run the whole plan N times, interleaved")
+    parser.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
+    parser.add_argument("--sft-train-samples", type=int, default=400,
+                        help="training prompts for the sft pair (both sides; default 400)")
+    parser.add_argument("--head-lr", default="1e-3", help="lr of the hf-trainer head runs (last-layers' default)")
+    parser.add_argument("--table-only", action="store_true", help="print the table of an earlier --out, run nothing")
+    args = parser.parse_args(argv)
+    jobs = [j for j in plan(args.sft_train_samples, args.head_lr) if not args.only or j.group in args.only]
+    out_dirs: list[list[Path]] = []
+    if args.table_only:
+        for r in range(args.repeats):
+            out_dirs.append([args.out / j.slug(i, r) for i, j in enumerate(jobs)])
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(f"speed comparison: {len(jobs)} runs x {args.repeats} repeat(s), preset {args.preset}, into {args.out}")
+        for r in range(args.repeats):
+            out_dirs.append([run_job(j, args.out / j.slug(i, r), args.preset, passthrough) for i, j in enumerate(jobs)])
+    text, markdown, data = table(out_dirs)
+    print(text)
+    if markdown:
+        (args.out / "speed.md").write_text(markdown + "\n")
+        (args.out / "speed.json").write_text(json.dumps(data, indent=2) + "\n")
+        print(f"written: {args.out / 'speed.md'}, {args.out / 'speed.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
