@@ -73,6 +73,13 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> 
     return batches
 
 
+def random_order(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches with no regard to length (each padded to its own longest example)."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def sorted_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Deterministic batches for evaluation: sorted by length (least padding), original order kept inside."""
     indices = sorted(range(len(lengths)), key=lambda i: lengths[i])

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import layers, prefix_cache, progress
-from bench.batching import Encoded, batches, encode_texts, length_grouped_order, sorted_order
+from bench import first_token, layers, prefix_cache, progress
+from bench.batching import Encoded, batches, encode_texts, length_grouped_order, random_order, sorted_order
 from bench.measure import param_counts
 from bench.models import (
     attention_implementation,
@@ -50,6 +50,11 @@ class FinetuneConfig(TrainingConfig):
     cast_frozen: bool = _opt(True, "under bf16 autocast, store frozen Linear weights in bf16 once (exact)")
     prefix_cache: bool = _opt(True, "compute the frozen embeddings and leading frozen blocks once, not every epoch "
                                     "(exact: frozen modules run in eval mode)")
+    first_token: bool = _opt(True, "last block: compute only the first position, which the head reads (BERT-family "
+                                   "classifiers; exact)")
+    group_by_length: bool = _opt(True, "batches of similar length (little padding); false: random batches")
+    fused_optimizer: bool = _opt(True, "fused AdamW (one kernel per tensor); false: foreach AdamW")
+    compile: bool = _opt(False, "torch.compile the model (dynamic shapes); measured slower for training here")
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
             "optimizer_steps": outcome.steps,
             "history": list(outcome.history),
             "prefix_cache": done.prefix_cache,
+            "first_token": done.first_token,
         },
     )
 
@@ -162,11 +168,13 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
 @dataclass(frozen=True)
 class Finetuned:
     """What :func:`train_and_test` returns: the training outcome, the test metrics, and what the
-    frozen-prefix cache did (``{"used": False, "reason": ...}`` when it was not used)."""
+    frozen-prefix cache and the first-token last block did (``{"used": False, "reason": ...}`` when
+    not used)."""
 
     outcome: TrainOutcome
     test: dict[str, float]
     prefix_cache: dict[str, Any]
+    first_token: dict[str, Any] | None = None
 
 
 def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Finetuned:
@@ -174,9 +182,23 @@ def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fin
     each epoch and keeping the best state, then evaluate on the test split. ``cfg`` needs the
     :class:`FinetuneConfig` training fields; plugins (e.g. LoRA) call this with their own model.
 
-    When the embeddings and the first blocks are frozen (``last-layers``), their outputs are computed
-    once (in the train phase for the training split, in the eval phase for the validation split) and
-    the epochs run the rest of the model only: see :mod:`bench.prefix_cache`."""
+    Two exact savings apply where the model allows them (each an option of :class:`FinetuneConfig`):
+    the last block computes only the first position, the one the head reads (:mod:`bench.first_token`);
+    and when the embeddings and the first blocks are frozen (``last-layers``), their outputs are
+    computed once (in the train phase for the training split, in the eval phase for the validation
+    split) and the epochs run the rest of the model only (:mod:`bench.prefix_cache`)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        block, why_not = first_token.plan(model) if getattr(cfg, "first_token", False) else (None, "first_token=false")
+        if block is not None:
+            stack.enter_context(first_token.first_token_last_block(block))
+        done = _train_and_test(run, cfg, prep, model)
+    return Finetuned(done.outcome, done.test, done.prefix_cache,
+                     {"used": True} if block is not None else {"used": False, "reason": why_not})
+
+
+def _train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Finetuned:
     import contextlib
 
     lengths = [len(e) for e in prep.train]
@@ -196,7 +218,10 @@ def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fin
 
     with (prefix_cache.suffix_model(model, plan) if plan is not None else contextlib.nullcontext(model)) as trained:
         def epoch_batches(epoch: int) -> Any:
-            order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
+            if getattr(cfg, "group_by_length", True):
+                order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
+            else:
+                order = random_order(len(lengths), cfg.batch_size, run.seed + epoch)
             if train_hidden is None:
                 return batches(prep.train, order, prep.pad_id)
             return prefix_cache.cached_batches(prep.train, train_hidden, order, prep.pad_id)
@@ -207,14 +232,24 @@ def train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fin
 
         n_batches = -(-len(prep.train) // cfg.batch_size)
         settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
-                                 cfg.grad_accum)
-        outcome = train(run, trained, epoch_batches, n_batches, settings, validate)
+                                 cfg.grad_accum, fused_optimizer=getattr(cfg, "fused_optimizer", True))
+        outcome = train(run, maybe_compile(trained, getattr(cfg, "compile", False)), epoch_batches, n_batches,
+                        settings, validate)
     for cached in (train_hidden, val_hidden):
         if cached is not None:
             cached.clear()  # free the cache before the test pass
     with run.meter.phase("eval"):
         test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
     return Finetuned(outcome, test, cache_info)
+
+
+def maybe_compile(model: Any, enabled: bool) -> Any:
+    """``torch.compile(model, dynamic=True)`` when ``enabled`` (dynamic: batches vary in length)."""
+    if not enabled:
+        return model
+    import torch
+
+    return torch.compile(model, dynamic=True)
 
 
 def data_summary(data: Any) -> dict[str, Any]:

@@ -288,7 +288,8 @@ def exact_match(prediction: str, reference: str) -> bool:
 def collate_window(examples: Sequence[Encoded], pad_id: int) -> Batch:
     """Left-padded ``input_ids``/``attention_mask``, ``position_ids`` counting real tokens only, and
     ``labels`` for the last R positions only (R: the longest response; -100 on prompt and padding).
-    ``tokens`` counts the positions with a loss, as :func:`bench.batching.collate` does."""
+    ``tokens`` counts the positions with a loss, as :func:`bench.batching.collate` does; ``input_tokens``
+    the non-padding positions the model reads (prompt included), which MFU is computed from."""
     import torch
 
     width = max(len(e) for e in examples)
@@ -304,7 +305,7 @@ def collate_window(examples: Sequence[Encoded], pad_id: int) -> Batch:
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     tokens = int((labels != -100).sum())
     return Batch({"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels},
-                 len(examples), tokens)
+                 len(examples), tokens, int(mask.sum()))
 
 
 def window_batches(examples: Sequence[Encoded], order: list[list[int]], pad_id: int) -> Iterator[Batch]:
@@ -461,17 +462,15 @@ def write_generations(path: Path, items: Sequence[SftItem], before: Sequence[str
 
 
 # -------------------------------------------------------------------------------------------------
-# Throughput over all input tokens (the meter counts response tokens only for SFT).
+# Throughput over all input tokens (the meter's ``tokens`` are the response tokens, with a loss).
 # -------------------------------------------------------------------------------------------------
 
 
-def input_tokens_per_s(step_input_tokens: Sequence[int], steps: Iterable[Any]) -> float | None:
-    """Non-padding input tokens per second over the timed training steps, pairing the meter's ``train``
-    steps in order with the input tokens of each optimizer step."""
-    train_steps = [s for s in steps if s.phase == "train"]
-    pairs = [(n, s.seconds) for n, s in zip(step_input_tokens, train_steps) if s.kind == "timed"]
-    seconds = sum(sec for _, sec in pairs)
-    return sum(n for n, _ in pairs) / seconds if seconds > 0 else None
+def input_tokens_per_s(steps: Iterable[Any], phase: str = "train") -> float | None:
+    """Non-padding input tokens per second over the timed steps of ``phase``."""
+    timed = [s for s in steps if s.phase == phase and s.kind == "timed"]
+    seconds = sum(s.seconds for s in timed)
+    return sum(s.input_tokens for s in timed) / seconds if seconds > 0 else None
 
 
 # -------------------------------------------------------------------------------------------------

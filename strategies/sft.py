@@ -8,7 +8,7 @@ training by held-out loss/perplexity and exact match of greedy answers (see :mod
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,24 @@ class Sft:
         return run_sft(run, run.config)
 
 
-def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
+@dataclass(frozen=True)
+class Adapted:
+    """What a ``wrap`` callback of :func:`run_sft` returns (e.g. LoRA adapters around the model).
+
+    ``model`` is what generates; ``inner`` the causal LM whose forward the response-window loss calls
+    (the same module, or the model inside a wrapper); ``trained_parameters``/``trained_modules`` name
+    what trains; ``finish`` is called after training and returns extra metrics and extra fields."""
+
+    model: Any
+    inner: Any
+    trained_parameters: tuple[str, ...]
+    trained_modules: tuple[str, ...]
+    finish: Callable[[], tuple[dict[str, float], dict[str, Any]]] = lambda: ({}, {})
+
+
+def run_sft(run: Any, cfg: Any, wrap: Callable[[Any], Adapted] | None = None) -> StrategyOutput:
+    """Supervised fine-tuning as the ``sft`` strategy does it. ``wrap`` (plugins): replace the layer
+    selection by another way of choosing what trains, given the loaded model (see :class:`Adapted`)."""
     from bench import layers, sft
     from bench.batching import length_grouped_order
     from bench.measure import param_counts
@@ -83,11 +100,16 @@ def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
         test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
         sft.require_items(train_split, "training", cfg.max_length)
         sft.require_items(test_split, "held-out", cfg.max_length)
-        model = load_causal_lm(source, attention_implementation(run.device, cfg.attn_implementation))
-        selection = layers.resolve(cfg.train_layers, model, always_train_new_head=False)
-        layers.apply(model, selection)
+        base = load_causal_lm(source, attention_implementation(run.device, cfg.attn_implementation))
+        if wrap is None:
+            selection = layers.resolve(cfg.train_layers, base, always_train_new_head=False)
+            layers.apply(base, selection)
+            adapted = Adapted(base, base, selection.parameters, selection.modules)
+        else:
+            adapted = wrap(base)
+        model = adapted.model
         model.to(run.device)
-        lm = sft.response_window_lm(model)  # loss and LM head over the response positions only
+        lm = sft.response_window_lm(adapted.inner)  # loss and LM head over the response positions only
     pad = sft.pad_id_of(tokenizer)
     test = test_split.items
 
@@ -100,11 +122,9 @@ def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
 
     examples = [it.encoded for it in train_split.items]
     lengths = [len(e) for e in examples]
-    step_inputs: list[int] = []
 
     def epoch_batches(epoch: int) -> Iterator[Any]:
-        order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
-        return _counting(sft.window_batches(examples, order, pad), cfg.grad_accum, step_inputs)
+        return sft.window_batches(examples, length_grouped_order(lengths, cfg.batch_size, run.seed + epoch), pad)
 
     n_batches = -(-len(examples) // cfg.batch_size)
     settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum)
@@ -130,43 +150,30 @@ def run_sft(run: Any, cfg: SftConfig) -> StrategyOutput:
     generations_file = run.out_dir / "generations.jsonl"
     sft.write_generations(generations_file, test, before, after)
     train_steps = [s for s in run.meter.steps if s.phase == "train"]
+    more_metrics, more_extra = adapted.finish()
     return StrategyOutput(
-        metrics=metrics,
+        metrics={**metrics, **more_metrics},
         params=param_counts(model, outcome.optimizer),
         primary_metric="exact_match_after",
-        trained_parameters=selection.parameters,
-        trained_modules=selection.modules,
+        trained_parameters=adapted.trained_parameters,
+        trained_modules=adapted.trained_modules,
         extra={
+            **more_extra,
             "model": source,
             "prompt_format": style,
-            "train_layers": cfg.train_layers,
+            "train_layers": cfg.train_layers if wrap is None else "",
             "data": _data_summary(data, train_split, test_split),
             "optimizer_steps": outcome.steps,
             "epochs_run": outcome.epochs_run,
             "train_response_tokens": sum(s.tokens for s in train_steps),
-            "train_input_tokens": sum(step_inputs),
-            "train_input_tokens_per_s": sft.input_tokens_per_s(step_inputs, run.meter.steps),
+            "train_input_tokens": sum(s.input_tokens for s in train_steps),
+            "train_input_tokens_per_s": sft.input_tokens_per_s(run.meter.steps),
             "eval_response_tokens": sum(it.response_tokens for it in test),
             "exact_match_by_source": {"before": scores_before.by_source, "after": scores_after.by_source},
             "generations": sft.sample_generations(test, before, after, cfg.show_generations),
             "generations_file": str(generations_file),
         },
     )
-
-
-def _counting(source: Iterator[Any], grad_accum: int, step_inputs: list[int]) -> Iterator[Any]:
-    """Pass batches through, appending the non-padding input tokens of each optimizer step (grouped as the
-    training loop groups micro-batches) to ``step_inputs``."""
-    pending, count = 0, 0
-    for batch in source:
-        pending += int(batch.tensors["attention_mask"].sum())
-        count += 1
-        if count == grad_accum:
-            step_inputs.append(pending)
-            pending, count = 0, 0
-        yield batch
-    if count:
-        step_inputs.append(pending)
 
 
 def _perplexity(loss: float) -> float:

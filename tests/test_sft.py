@@ -199,19 +199,17 @@ def test_eos_ends_every_answer_once(tiny_gpt2):
     assert sft._with_eos([7, eos], tok) == [7, eos]  # a template that wrote it already
 
 
-def test_input_tokens_counted_per_optimizer_step():
+def test_input_tokens_counted_per_batch_and_per_second():
     from bench.results import StepSample
-    from strategies.sft import _counting
 
-    examples = [sft.SftItem(_ex(), (1, 2), sft.Encoded((1, 2, 3, 4)[:n], token_labels=(-100, -100, 3, 4)[:n]))
-                for n in (3, 4, 4, 3, 4)]
-    batches_ = [collate([e.encoded for e in examples[i:i + 2]], 0) for i in range(0, 5, 2)]
+    examples = [sft.Encoded((1, 2, 3, 4)[:n], token_labels=(-100, -100, 3, 4)[:n]) for n in (3, 4, 4, 3, 4)]
+    batches_ = [sft.collate_window(examples[i:i + 2], 0) for i in range(0, 5, 2)]
     assert [b.tokens for b in batches_] == [3, 3, 2]  # response tokens, padding excluded
-    steps: list[int] = []
-    assert len(list(_counting(iter(batches_), 2, steps))) == 3
-    assert steps == [7 + 7, 4]  # non-padding input tokens of each optimizer step (2 micro-batches, then 1)
-    meter_steps = [StepSample("warmup", 1.0, 4, 7), StepSample("timed", 2.0, 1, 1)]
-    assert sft.input_tokens_per_s(steps, meter_steps) == 2.0
+    assert [b.input_tokens for b in batches_] == [7, 7, 4]  # non-padding inputs, prompt included
+    assert [b.padded_tokens for b in batches_] == [8, 8, 4]
+    steps = [StepSample("warmup", 1.0, 4, 7, "train", 14), StepSample("timed", 2.0, 1, 1, "train", 4),
+             StepSample("timed", 1.0, 1, 1, "eval", 100)]
+    assert sft.input_tokens_per_s(steps) == 2.0  # timed train steps only
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -80,9 +80,9 @@ class HfTrainer:
         from bench.classify import data_summary, evaluate, prepare
         from bench.measure import param_counts
         from bench.models import load_sequence_classifier
-        from transformers import DataCollatorWithPadding, Trainer
+        from transformers import DataCollatorWithPadding
 
-        from bench_baselines.meter_callback import CountingCollator, meter_callback
+        from bench_baselines.meter_callback import metered_trainer
 
         cfg: HfTrainerConfig = run.config
         with run.meter.phase("setup"):
@@ -95,11 +95,11 @@ class HfTrainer:
                 return [{"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": e.label}
                         for e in split]
 
-            collator = CountingCollator(DataCollatorWithPadding(prep.tokenizer))
-            trainer = Trainer(model=model, args=training_arguments(run, cfg, evaluate_each_epoch=True),
-                              train_dataset=rows(prep.train), eval_dataset=rows(prep.validation),
-                              data_collator=collator, compute_metrics=_accuracy,
-                              callbacks=[meter_callback(run.meter, collator)])
+            trainer = metered_trainer(run.meter, model=model,
+                                      args=training_arguments(run, cfg, evaluate_each_epoch=True),
+                                      train_dataset=rows(prep.train), eval_dataset=rows(prep.validation),
+                                      data_collator=DataCollatorWithPadding(prep.tokenizer),
+                                      compute_metrics=_accuracy)
         trainer.train()
         history = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))}
                    for h in trainer.state.log_history if "eval_accuracy" in h]
@@ -134,9 +134,9 @@ class HfTrainerSft:
         from bench import layers, sft
         from bench.measure import param_counts
         from bench.models import load_causal_lm, load_tokenizer, resolve_model
-        from transformers import DataCollatorForSeq2Seq, Trainer
+        from transformers import DataCollatorForSeq2Seq
 
-        from bench_baselines.meter_callback import CountingCollator, meter_callback
+        from bench_baselines.meter_callback import metered_trainer
 
         cfg: HfTrainerSftConfig = run.config
         with run.meter.phase("setup"):
@@ -158,10 +158,10 @@ class HfTrainerSft:
             tokenizer.padding_side = "right"  # training: right padding, positions from 0
             rows = [{"input_ids": list(it.encoded.input_ids), "attention_mask": [1] * len(it.encoded),
                      "labels": list(it.encoded.token_labels or ())} for it in train_split.items]
-            collator = CountingCollator(DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
-            trainer = Trainer(model=model, args=training_arguments(run, cfg, evaluate_each_epoch=False),
-                              train_dataset=rows, data_collator=collator,
-                              callbacks=[meter_callback(run.meter, collator)])
+            collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+            trainer = metered_trainer(run.meter, model=model,
+                                      args=training_arguments(run, cfg, evaluate_each_epoch=False),
+                                      train_dataset=rows, data_collator=collator)
         trainer.train()
         test = test_split.items
         with run.meter.phase("eval"):
