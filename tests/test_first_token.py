@@ -12,15 +12,24 @@ from bench import first_token, layers
 from bench.cli import main
 
 
+def sensitive(model):
+    """Random init leaves the head's logits near constant (std 0.02 weights): give the head unit-scale
+    weights so that any change below it shows in the logits."""
+    torch.manual_seed(1)
+    for name in layers.model_layout(model).head:
+        model.get_parameter(name).data.normal_(0.0, 1.0)
+    return model
+
+
 def _model(kind: str, attn: str):
     torch.manual_seed(0)
     if kind == "bert":
         cfg = tf.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
                             vocab_size=40, max_position_embeddings=32, attn_implementation=attn)
-        return tf.BertForSequenceClassification(cfg)
+        return sensitive(tf.BertForSequenceClassification(cfg))
     cfg = tf.RobertaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20,
                            vocab_size=40, max_position_embeddings=40, attn_implementation=attn)
-    return tf.RobertaForSequenceClassification(cfg)
+    return sensitive(tf.RobertaForSequenceClassification(cfg))
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -39,8 +48,11 @@ def test_logits_equal_the_full_models_with_padding(kind, attn):
         with first_token.first_token_last_block(block):
             out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             assert out.hidden_states[-1].shape[1] == 1  # the last block computed one position
+        reference = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
         again = model(input_ids=ids, attention_mask=mask).logits  # restored
+    torch.testing.assert_close(out.hidden_states[-1][:, 0], reference[:, 0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.logits, full, rtol=1e-5, atol=1e-5)
+    assert full.std() > 0.01  # logits that move with their input
     torch.testing.assert_close(again, full)
     assert "forward" not in vars(block)
 

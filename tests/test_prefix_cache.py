@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import read_results
 from test_classification import tiny
+from test_first_token import sensitive
 
 from bench import layers, prefix_cache
 from bench.batching import Encoded, batches, sorted_order
@@ -36,7 +37,7 @@ def _examples(n: int = 10, seed: int = 0) -> list[Encoded]:
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
 @pytest.mark.parametrize("spec", ["head", "last:1", "blocks:1,2"])
 def test_suffix_on_cached_prefix_computes_the_full_models_logits(kind, spec):
-    model = tiny(kind)
+    model = sensitive(tiny(kind))
     layers.apply(model, layers.resolve(spec, model, always_train_new_head=True))
     model.eval()
     plan, why = prefix_cache.plan(model)
@@ -54,6 +55,7 @@ def test_suffix_on_cached_prefix_computes_the_full_models_logits(kind, spec):
             assert sum(p.numel() for p in suffix.parameters()) < total  # the prefix is out of the model
     for a, b in zip(full, cached):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert torch.cat(full).std() > 0.01  # logits that move with their input
     assert sum(p.numel() for p in model.parameters()) == total  # restored on exit
     assert len(layers.model_layout(model).blocks) == 3
     assert type(model.base_model.embeddings).__name__ != "CachedEmbeddings"

@@ -40,9 +40,23 @@ class HfTrainerSftConfig(SftConfig):
 
 
 def training_arguments(run: Any, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
-    """The Trainer setup the docs recommend, with the run's seed, precision and device."""
+    """The Trainer setup the docs recommend, with the run's seed, precision and device. Spelled for
+    the installed transformers: length grouping is ``train_sampling_strategy="group_by_length"``
+    (newer) or ``group_by_length=True`` (older); warm-up a ratio in ``warmup_steps`` or ``warmup_ratio``."""
+    import dataclasses
+
     from transformers import TrainingArguments
 
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    version_specific: dict[str, Any] = {}
+    if "train_sampling_strategy" in fields:
+        version_specific["train_sampling_strategy"] = "group_by_length"
+    else:
+        version_specific["group_by_length"] = True
+    if "warmup_ratio" in fields:
+        version_specific["warmup_ratio"] = cfg.warmup_ratio
+    else:
+        version_specific["warmup_steps"] = float(cfg.warmup_ratio)  # a float in [0, 1) is a ratio
     per_epoch = {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True,
                  "metric_for_best_model": "accuracy", "save_total_limit": 1, "save_only_model": True}
     return TrainingArguments(
@@ -54,9 +68,7 @@ def training_arguments(run: Any, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
-        warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
         lr_scheduler_type="linear",
-        train_sampling_strategy="group_by_length",
         bf16=run.precision == "bf16",
         use_cpu=run.device == "cpu",
         seed=run.seed,
@@ -64,6 +76,7 @@ def training_arguments(run: Any, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
         disable_tqdm=True,
         logging_strategy="no",
         dataloader_num_workers=0,
+        **version_specific,
         **(per_epoch if evaluate_each_epoch else {"eval_strategy": "no", "save_strategy": "no"}),
     )
 
