@@ -40,6 +40,8 @@ def variants(train_samples: int) -> list[Variant]:
         Variant(full, "fp32 instead of bf16 autocast", job("all-layers", precision="fp32")),
         Variant(full, "random batches instead of length-grouped", job("all-layers", "group_by_length=false")),
         Variant(full, "foreach AdamW instead of fused", job("all-layers", "fused_optimizer=false")),
+        Variant(full, "F.dropout instead of the fast dropout", job("all-layers", "fast_dropout=false")),
+        Variant(full, "last block on every position", job("all-layers", "first_token=false")),
         Variant(full, "torch.compile on", job("all-layers", "compile=true")),
         Variant(head, head, job("last-layers")),
         Variant(head, "no frozen-prefix cache", job("last-layers", "prefix_cache=false")),
