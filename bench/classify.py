@@ -26,9 +26,8 @@ from bench.training import TrainOutcome, TrainSettings, train
 @dataclass(frozen=True)
 class TrainingConfig:
     """The training options every classification fine-tuning strategy shares (built-in or a plugin's,
-    e.g. the baselines): same names, so ``--epochs 2`` sets them all."""
+    e.g. the baselines, LoRA): same names, so ``--epochs 2`` sets them all."""
 
-    train_layers: str = _opt("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
     epochs: int = _opt(3, "training epochs")
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
     batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
@@ -47,6 +46,7 @@ class TrainingConfig:
 class FinetuneConfig(TrainingConfig):
     """Options of the built-in fine-tuning strategies (``all-layers``, ``last-layers``)."""
 
+    train_layers: str = _opt("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
     cast_frozen: bool = _opt(True, "under bf16 autocast, store frozen Linear weights in bf16 once (exact)")
     prefix_cache: bool = _opt(True, "compute the frozen embeddings and leading frozen blocks once, not every epoch "
                                     "(exact: frozen modules run in eval mode)")
@@ -206,7 +206,10 @@ def _train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fi
     import contextlib
 
     lengths = [len(e) for e in prep.train]
+    n_batches = -(-len(prep.train) // cfg.batch_size)
     plan, why = prefix_cache.plan(model) if getattr(cfg, "prefix_cache", False) else (None, "prefix_cache=false")
+    if plan is not None and epochs_to_run(cfg, n_batches) <= 1:
+        plan, why = None, "one epoch: no prefix output is used twice"
     train_hidden = val_hidden = None
     cache_info: dict[str, Any] = {"used": False, "reason": why}
     if plan is not None:
@@ -234,7 +237,6 @@ def _train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fi
             m = evaluate(run, trained, prep.validation, cfg.eval_batch_size, prep.pad_id, val_hidden)
             return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
 
-        n_batches = -(-len(prep.train) // cfg.batch_size)
         settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
                                  cfg.grad_accum, fused_optimizer=getattr(cfg, "fused_optimizer", True))
         outcome = train(run, maybe_compile(trained, getattr(cfg, "compile", False)), epoch_batches, n_batches,
@@ -245,6 +247,14 @@ def _train_and_test(run: RunContext, cfg: Any, prep: Prepared, model: Any) -> Fi
     with run.meter.phase("eval"):
         test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
     return Finetuned(outcome, test, cache_info)
+
+
+def epochs_to_run(cfg: Any, batches_per_epoch: int) -> int:
+    """Epochs the training loop will start: ``cfg.epochs``, fewer when ``cfg.max_steps`` stops it sooner."""
+    if cfg.max_steps <= 0:
+        return cfg.epochs
+    steps_per_epoch = max(1, -(-batches_per_epoch // cfg.grad_accum))
+    return min(cfg.epochs, -(-cfg.max_steps // steps_per_epoch))
 
 
 def maybe_compile(model: Any, enabled: bool) -> Any:

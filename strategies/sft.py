@@ -67,6 +67,37 @@ class Sft:
 
 
 @dataclass(frozen=True)
+class SftInputs:
+    """The model source, its tokenizer and prompt style, the data and both encoded splits."""
+
+    source: str
+    tokenizer: Any
+    style: str
+    data: Any
+    train: Any  # bench.sft.EncodedSplit
+    test: Any
+
+
+def load_inputs(bench_config: Any, cfg: Any) -> SftInputs:
+    """Resolve the model, load its tokenizer, load and encode the data as ``cfg`` says; a split left with
+    no example (every prompt too long) is a DataError. Shared by ``sft`` and the strategies that compare
+    with it (``lora-sft``, ``hf-trainer-sft``)."""
+    from bench import sft
+    from bench.models import load_tokenizer, resolve_model
+
+    source = resolve_model(bench_config.model, "causal-lm")
+    tokenizer = load_tokenizer(source)
+    style = sft.prompt_style(tokenizer, cfg.prompt_format)
+    data = sft.load_instruction_data(bench_config.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
+                                     eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
+    train_split = sft.encode(tokenizer, data.train, style, cfg.max_length)
+    test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
+    sft.require_items(train_split, "training", cfg.max_length)
+    sft.require_items(test_split, "held-out", cfg.max_length)
+    return SftInputs(source, tokenizer, style, data, train_split, test_split)
+
+
+@dataclass(frozen=True)
 class Adapted:
     """What a ``wrap`` callback of :func:`run_sft` returns (e.g. LoRA adapters around the model).
 
@@ -87,19 +118,13 @@ def run_sft(run: Any, cfg: Any, wrap: Callable[[Any], Adapted] | None = None) ->
     from bench import layers, sft
     from bench.batching import length_grouped_order
     from bench.measure import param_counts
-    from bench.models import attention_implementation, load_causal_lm, load_tokenizer, resolve_model
+    from bench.models import attention_implementation, load_causal_lm
     from bench.training import TrainSettings, train
 
     with run.meter.phase("setup"):
-        source = resolve_model(run.bench.model, "causal-lm")
-        tokenizer = load_tokenizer(source)
-        style = sft.prompt_style(tokenizer, cfg.prompt_format)
-        data = sft.load_instruction_data(run.bench.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
-                                         eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
-        train_split = sft.encode(tokenizer, data.train, style, cfg.max_length)
-        test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
-        sft.require_items(train_split, "training", cfg.max_length)
-        sft.require_items(test_split, "held-out", cfg.max_length)
+        inputs = load_inputs(run.bench, cfg)
+        source, tokenizer, style, data = inputs.source, inputs.tokenizer, inputs.style, inputs.data
+        train_split, test_split = inputs.train, inputs.test
         base = load_causal_lm(source, attention_implementation(run.device, cfg.attn_implementation))
         if wrap is None:
             selection = layers.resolve(cfg.train_layers, base, always_train_new_head=False)
@@ -223,22 +248,14 @@ def bench_configure(config: Any) -> None:
 def _check_inputs(config: Any) -> None:
     from pathlib import Path
 
-    from bench import sft
     from bench.config import strategy_config
-    from bench.models import check_causal_lm, load_tokenizer, resolve_model
+    from bench.models import check_causal_lm, resolve_model
 
-    cfg = strategy_config(Sft(), config)
-    source = resolve_model(config.model, "causal-lm")
     if config.model is not None:
-        check_causal_lm(source)
+        check_causal_lm(resolve_model(config.model, "causal-lm"))
     if config.dataset is None or not Path(config.dataset).expanduser().is_file():
         return  # the default data, or a hub id: checked in the run
-    data = sft.load_instruction_data(config.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
-                                     eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
-    tokenizer = load_tokenizer(source)
-    style = sft.prompt_style(tokenizer, cfg.prompt_format)
-    sft.require_items(sft.encode(tokenizer, data.train, style, cfg.max_length), "training", cfg.max_length)
-    sft.require_items(sft.encode(tokenizer, data.test, style, cfg.max_length), "held-out", cfg.max_length)
+    load_inputs(config, strategy_config(Sft(), config))
 
 
 @hookimpl

@@ -91,3 +91,21 @@ def test_training_with_the_cache_matches_training_without(tiny_bert, sentiment_c
     assert used["metrics"]["best_val_accuracy"] == unused["metrics"]["best_val_accuracy"]
     losses = [[h["val_loss"] for h in r["extra"]["history"]] for r in (used, unused)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_no_cache_when_every_example_is_seen_once(tiny_bert, sentiment_csv, tmp_path):
+    out = tmp_path / "one-epoch"
+    assert main(["run", "-s", "last-layers", "--model", str(tiny_bert), "--dataset", str(sentiment_csv),
+                 "--epochs", "1", "--train-samples", "0", "--batch-size", "8", "--no-isolate", "--out", str(out),
+                 "-p", "no:profiler", "-q"]) == 0
+    cache = read_results(out)["results"][0]["extra"]["prefix_cache"]
+    assert cache == {"used": False, "reason": "one epoch: no prefix output is used twice"}
+
+
+def test_epochs_to_run_counts_the_max_steps_limit():
+    from bench.classify import FinetuneConfig, epochs_to_run
+
+    assert epochs_to_run(FinetuneConfig(epochs=3), 10) == 3
+    assert epochs_to_run(FinetuneConfig(epochs=3, max_steps=10), 10) == 1
+    assert epochs_to_run(FinetuneConfig(epochs=3, max_steps=11), 10) == 2
+    assert epochs_to_run(FinetuneConfig(epochs=3, max_steps=11, grad_accum=2), 10) == 3

@@ -28,8 +28,11 @@ class Variant:
 
 
 def variants(train_samples: int) -> list[Variant]:
+    """all-layers variants train one epoch (every technique acts within a step); last-layers variants train
+    three, since the frozen-prefix cache pays only from the second epoch on."""
     def job(strategy: str, *items: str, precision: str | None = None) -> Job:
-        opts = [f"train_samples={train_samples}", "epochs=1", *items]
+        epochs = 3 if strategy == "last-layers" else 1
+        opts = [f"train_samples={train_samples}", f"epochs={epochs}", *items]
         args = tuple(x for item in opts for x in ("-o", f"{strategy}.{item}"))
         return Job("ablation", strategy, args + (("--precision", precision) if precision else ()))
 
@@ -77,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench_baselines.ablate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"ablate-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--train-samples", type=int, default=1200, help="training examples, one epoch (default 1200)")
+    parser.add_argument("--train-samples", type=int, default=1200, help="training examples (default 1200)")
+    parser.add_argument("--only", choices=("all-layers", "last-layers"), help="run only this strategy's variants")
     parser.add_argument("--table-only", action="store_true", help="print the table of an earlier --out, run nothing")
     args = parser.parse_args(argv)
-    plan = variants(args.train_samples)
+    plan = [v for v in variants(args.train_samples) if not args.only or v.job.strategy == args.only]
     folders = [args.out / f"{i:02d}-{v.job.strategy}" for i, v in enumerate(plan)]
     if not args.table_only:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import StrategyOutput, option
 from bench.classify import TrainingConfig
-from strategies.sft import SftConfig
+from strategies.sft import SftConfig, load_inputs
 
 SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
 FULL = {"train_samples": 0, "epochs": 3}
@@ -29,6 +29,7 @@ SFT_FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
 class HfTrainerConfig(TrainingConfig):
     """The built-in fine-tuning options, with transformers' own default attention."""
 
+    train_layers: str = option("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
     attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
 
 
@@ -146,22 +147,16 @@ class HfTrainerSft:
     def run(self, run: Any) -> StrategyOutput:
         from bench import layers, sft
         from bench.measure import param_counts
-        from bench.models import load_causal_lm, load_tokenizer, resolve_model
+        from bench.models import load_causal_lm
         from transformers import DataCollatorForSeq2Seq
 
         from bench_baselines.meter_callback import metered_trainer
 
         cfg: HfTrainerSftConfig = run.config
         with run.meter.phase("setup"):
-            source = resolve_model(run.bench.model, "causal-lm")
-            tokenizer = load_tokenizer(source)
-            style = sft.prompt_style(tokenizer, cfg.prompt_format)
-            data = sft.load_instruction_data(run.bench.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
-                                             eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
-            train_split = sft.encode(tokenizer, data.train, style, cfg.max_length)
-            test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
-            sft.require_items(train_split, "training", cfg.max_length)
-            sft.require_items(test_split, "held-out", cfg.max_length)
+            inputs = load_inputs(run.bench, cfg)
+            source, tokenizer, style = inputs.source, inputs.tokenizer, inputs.style
+            train_split, test_split = inputs.train, inputs.test
             model = load_causal_lm(source, cfg.attn_implementation)
             selection = layers.resolve(cfg.train_layers, model, always_train_new_head=False)
             layers.apply(model, selection)

@@ -5,7 +5,8 @@ data, epochs and layer selection, then prints the ratio table (ours / baseline, 
 training phase) and writes it as ``speed.md`` and ``speed.json`` into ``--out``. With
 ``--repeats N`` the whole plan runs N times, interleaved (A B A B ...), and the table shows the
 median ratio with its range: the machine is shared and noisy, so ratios of neighbours are what
-count, not absolute times. The profiler and TensorBoard are off (they add their own cost).
+count, not absolute times; repeat r runs with ``--seed r``, so quality is averaged over seeds. The
+profiler and TensorBoard are off (they add their own cost).
 
 Everything after ``--`` goes to every ``bench run`` (e.g. ``-- --device cuda``).
 """
@@ -13,6 +14,7 @@ Everything after ``--`` goes to every ``bench run`` (e.g. ``-- --device cuda``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -20,15 +22,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-GROUPS = ("classification", "sft")
+GROUPS = ("classification", "sft", "feature-extraction", "all-layers", "last-layers", "seed-loop")
 
 
 @dataclass(frozen=True)
 class Job:
-    group: str
+    group: str  # the pair it belongs to: feature-extraction, all-layers, last-layers, seed-loop, sft
     strategy: str
     options: tuple[str, ...] = ()
+
+    def selected(self, only: list[str] | None) -> bool:
+        """``--only`` names pairs, or ``classification`` for every pair but sft."""
+        if not only:
+            return True
+        return self.group in only or ("classification" in only and self.group != "sft")
 
     def slug(self, index: int, repeat: int) -> str:
         tail = "-".join(o.split(".", 1)[1].replace("=", "_").replace(":", "").replace("+", "_")
@@ -41,25 +50,25 @@ def plan(sft_train_samples: int, head_lr: str) -> list[Job]:
     def o(name: str, *items: str) -> tuple[str, ...]:
         return tuple(x for item in items for x in ("-o", f"{name}.{item}"))
 
-    sft = f"train_samples={sft_train_samples}"
+    sft = (f"train_samples={sft_train_samples}",) if sft_train_samples else ()
     return [
-        Job("classification", "feature-extraction", o("feature-extraction", "feature_cache=false")),
-        Job("classification", "all-layers"),
-        Job("classification", "hf-trainer"),
-        Job("classification", "last-layers"),
-        Job("classification", "hf-trainer", o("hf-trainer", "train_layers=head", f"lr={head_lr}")),
-        Job("classification", "last-layers", o("last-layers", "n_last=1")),
-        Job("classification", "hf-trainer", o("hf-trainer", "train_layers=head+last:1", f"lr={head_lr}")),
-        Job("classification", "seed-loop"),
-        Job("sft", "sft", o("sft", sft)),
-        Job("sft", "hf-trainer-sft", o("hf-trainer-sft", sft)),
+        Job("feature-extraction", "feature-extraction", o("feature-extraction", "feature_cache=false")),
+        Job("all-layers", "all-layers"),
+        Job("all-layers", "hf-trainer"),
+        Job("last-layers", "last-layers"),
+        Job("last-layers", "hf-trainer", o("hf-trainer", "train_layers=head", f"lr={head_lr}")),
+        Job("last-layers", "last-layers", o("last-layers", "n_last=1")),
+        Job("last-layers", "hf-trainer", o("hf-trainer", "train_layers=head+last:1", f"lr={head_lr}")),
+        Job("seed-loop", "seed-loop"),
+        Job("sft", "sft", o("sft", *sft)),
+        Job("sft", "hf-trainer-sft", o("hf-trainer-sft", *sft)),
     ]
 
 
-def run_job(job: Job, out: Path, preset: str, passthrough: list[str]) -> Path:
+def run_job(job: Job, out: Path, preset: str, passthrough: list[str], seed: int | None = None) -> Path:
     cmd = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "run", "-s",
            job.strategy, *job.options, "--preset", preset, "--out", str(out), "-q", "-p", "no:profiler",
-           "-p", "no:tensorboard", *passthrough]
+           "-p", "no:tensorboard", *(("--seed", str(seed)) if seed is not None else ()), *passthrough]
     started = time.perf_counter()
     print(f"  {out.name} ...", end="", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -85,17 +94,35 @@ def table(out_dirs: list[list[Path]]) -> tuple[str, str, list[dict]]:
     for items in per_repeat:
         for r in items:
             keyed.setdefault((r.ours, r.baseline, r.layers), []).append(r)
-    chosen: list[Ratio] = []
-    spread: list[str] = []
-    for group in keyed.values():
-        values = [(r.ratio if r.baseline else r.ours_value) or 0.0 for r in group]
-        median = statistics.median(values)
-        chosen.append(min(group, key=lambda r, m=median: abs(((r.ratio if r.baseline else r.ours_value) or 0) - m)))
-        spread.append(f"{min(values):.2f}-{max(values):.2f}" if len(group) > 1 else "-")
+    chosen = [aggregate(group) for group in keyed.values()]
+    spread = [_range(group) for group in keyed.values()]
     body = [(*row, s) for row, s in zip(rows(chosen), spread)]
     headers = (*HEADERS, "range over repeats")
     data = [dict(zip(headers, row)) for row in body]
     return tabulate(body, headers=headers), tabulate(body, headers=headers, tablefmt="github"), data
+
+
+def aggregate(group: list[Any]) -> Any:
+    """One row from the repeats of a pair: median throughputs, mean quality (the repeats use different
+    seeds, so quality is averaged over seeds)."""
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    def mean(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.fmean(known) if known else None
+
+    return dataclasses.replace(group[0], ours_value=median([r.ours_value for r in group]),
+                               baseline_value=median([r.baseline_value for r in group]),
+                               ours_quality=mean([r.ours_quality for r in group]),
+                               baseline_quality=mean([r.baseline_quality for r in group]))
+
+
+def _range(group: list[Any]) -> str:
+    values = [(r.ratio if r.baseline else r.ours_value) for r in group]
+    known = [v for v in values if v is not None]
+    return f"{min(known):.2f}-{max(known):.2f}" if len(known) > 1 else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench_baselines.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default", help="bench preset for every run (default: default)")
-    parser.add_argument("--repeats", type=int, default=1, help="run the whole plan N times, interleaved")
-    parser.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
-    parser.add_argument("--sft-train-samples", type=int, default=400,
-                        help="training prompts for the sft pair (both sides; default 400)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the whole plan N times, interleaved, repeat r with --seed r: each row is the median "
+                             "throughput and the mean quality over the repeats")
+    parser.add_argument("--only", choices=GROUPS, action="append",
+                        help="run only this pair (repeatable); classification: every pair but sft")
+    parser.add_argument("--sft-train-samples", type=int, default=0,
+                        help="training prompts for the sft pair, both sides (default: sft's own default, 1,200)")
     parser.add_argument("--head-lr", default="1e-3", help="lr of the hf-trainer head runs (last-layers' default)")
     parser.add_argument("--table-only", action="store_true", help="print the table of an earlier --out, run nothing")
     args = parser.parse_args(argv)
-    jobs = [j for j in plan(args.sft_train_samples, args.head_lr) if not args.only or j.group in args.only]
+    jobs = [j for j in plan(args.sft_train_samples, args.head_lr) if j.selected(args.only)]
     out_dirs: list[list[Path]] = []
     if args.table_only:
         for r in range(args.repeats):
@@ -123,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         print(f"speed comparison: {len(jobs)} runs x {args.repeats} repeat(s), preset {args.preset}, into {args.out}")
         for r in range(args.repeats):
-            out_dirs.append([run_job(j, args.out / j.slug(i, r), args.preset, passthrough) for i, j in enumerate(jobs)])
+            out_dirs.append([run_job(j, args.out / j.slug(i, r), args.preset, passthrough, seed=r if args.repeats > 1
+                                     else None) for i, j in enumerate(jobs)])
     text, markdown, data = table(out_dirs)
     print(text)
     if markdown:

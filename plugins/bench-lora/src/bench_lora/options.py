@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import option as _opt
+from bench.classify import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -33,21 +34,12 @@ class LoraOptions:
 
 
 @dataclass(frozen=True)
-class LoraClassificationConfig(LoraOptions):
-    """``lora``: LoRA on a sequence classifier; the training options match ``all-layers``."""
+class LoraClassificationConfig(TrainingConfig, LoraOptions):
+    """``lora``: LoRA on a sequence classifier; the training options are ``all-layers``' own
+    (:class:`bench.classify.TrainingConfig`), with a higher learning rate and 2,000 examples."""
 
-    epochs: int = _opt(3, "training epochs")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step")
     lr: float = _opt(5e-4, "peak learning rate (AdamW); LoRA wants more than full fine-tuning")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
-    warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
-    max_length: int = _opt(128, "truncate inputs to this many tokens")
     train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
-    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
-    eval_batch_size: int = _opt(128, "batch size for validation and test")
-    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager on CPU, sdpa on CUDA)")
 
 
 @dataclass(frozen=True)
