@@ -37,7 +37,7 @@ class SftConfig:
                                 "dropped)")
     train_samples: int = _opt(1200, "training examples (default data: the first N of a fixed pool, balanced by "
                                     "source; files: a seeded random subset; 0: all)")
-    eval_samples: int = _opt(150, "held-out examples (default data: the first N of a fixed pool, balanced by "
+    eval_samples: int = _opt(300, "held-out examples (default data: the first N of a fixed pool, balanced by "
                                   "source; files: a seeded random subset; 0: all)")
     eval_batch_size: int = _opt(16, "batch size for held-out loss and generation")
     max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)")

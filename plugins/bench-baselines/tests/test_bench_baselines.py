@@ -135,3 +135,17 @@ def test_speed_command_runs_the_pairs_and_prints_the_ratio_table(tmp_path, capsy
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(folders) == 8 and all(load_results(out / f / "results.json").results[0].passed for f in folders)
     assert (out / "speed.md").read_text().startswith("| strategy")
+
+
+def test_a_run_with_both_sides_prints_the_ratio_table(tmp_path, capsys):
+    model, data = default_assets("classification")
+    out = tmp_path / "both"
+    code = main(["run", "-s", "last-layers", "-s", "hf-trainer", "--train-layers", "head", "--model", str(model),
+                 "--dataset", str(data), "--preset", "smoke", "--epochs", "2", "--no-isolate", "-p", "no:profiler",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    section = text.split("Speed against the baselines", 1)[1]
+    assert "last-layers" in section and "hf-trainer" in section and "head" in section
+    assert main(["report", str(out)]) == 0  # and bench report shows it again
+    assert "Speed against the baselines" in capsys.readouterr().out
