@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_baselines.speed import Job, run_job
+from bench_baselines.speed import Job, run_job, split_passthrough
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,7 @@ def measure(folder: Path) -> dict[str, float | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    passthrough: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1:]
+    argv, passthrough = split_passthrough(argv)
     parser = argparse.ArgumentParser(prog="python -m bench_baselines.ablate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"ablate-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default")

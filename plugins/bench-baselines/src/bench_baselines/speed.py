@@ -125,12 +125,17 @@ def _range(group: list[Any]) -> str:
     return f"{min(known):.2f}-{max(known):.2f}" if len(known) > 1 else "-"
 
 
+def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """This command's arguments, and those after ``--`` that go to every ``bench run``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in args:
+        return args, []
+    cut = args.index("--")
+    return args[:cut], args[cut + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    passthrough: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1:]
+    argv, passthrough = split_passthrough(argv)
     parser = argparse.ArgumentParser(prog="python -m bench_baselines.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default", help="bench preset for every run (default: default)")
