@@ -20,7 +20,7 @@ def main(dest: str) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from bench import assets
+    from bench.data import assets
 
     target = Path(dest)
     cache = target / "cache" / "assets"

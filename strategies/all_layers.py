@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import StrategyOutput, hookimpl
-from bench.classify import FinetuneConfig, finetune
+from bench.api import FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
 
 SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
 FULL = {"train_samples": 0, "epochs": 3}
@@ -24,7 +23,7 @@ class AllLayers:
     config_class = AllLayersConfig
     presets = {"smoke": SMOKE, "full": FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         return finetune(run, run.config, run.config.train_layers)
 
 

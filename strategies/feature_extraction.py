@@ -8,37 +8,47 @@ pooling and max length, so a second run reuses them; the extract phase is then n
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import StrategyOutput, UsageError, hookimpl
-from bench.batching import Encoded, batches, sorted_order
-from bench.classify import data_summary, prepare
-from bench.layers import cast_frozen_linears
-from bench.measure import param_counts
-from bench.models import attention_implementation, load_encoder, model_fingerprint
+from bench.api import (
+    Encoded,
+    ParamCounts,
+    RunContext,
+    StrategyOutput,
+    UsageError,
+    attention_implementation,
+    batches,
+    cache_dir,
+    cast_frozen_linears,
+    data_summary,
+    hookimpl,
+    load_encoder,
+    model_fingerprint,
+    option,
+    param_counts,
+    prepare,
+    progress_bar,
+    sorted_order,
+)
 
 SMOKE = {"train_samples": 128, "eval_samples": 128, "max_length": 64}
 FULL = {"train_samples": 0}
 POOLINGS = ("mean", "cls")
 
 
-def _opt(default: Any, help: str) -> Any:  # noqa: A002
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class FeatureExtractionConfig:
-    pooling: str = _opt("mean", "mean | cls: how token states become one embedding")
-    max_length: int = _opt(128, "truncate inputs to this many tokens")
-    train_samples: int = _opt(3000, "training examples used (0: the whole training split)")
-    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
-    eval_batch_size: int = _opt(128, "batch size for embedding")
-    c_grid: tuple[float, ...] = _opt((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")
-    feature_cache: bool = _opt(True, "reuse embeddings cached on disk from an earlier run")
-    attn_implementation: str = _opt("auto", "auto | eager | sdpa")
-    cast_frozen: bool = _opt(True, "under bf16 autocast, store the encoder's Linear weights in bf16 once (exact)")
+    pooling: str = option("mean", "mean | cls: how token states become one embedding")
+    max_length: int = option(128, "truncate inputs to this many tokens")
+    train_samples: int = option(3000, "training examples used (0: the whole training split)")
+    eval_samples: int = option(0, "validation and test examples used, each (0: whole splits)")
+    eval_batch_size: int = option(128, "batch size for embedding")
+    c_grid: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")
+    feature_cache: bool = option(True, "reuse embeddings cached on disk from an earlier run")
+    attn_implementation: str = option("auto", "auto | eager | sdpa")
+    cast_frozen: bool = option(True, "under bf16 autocast, store the encoder's Linear weights in bf16 once (exact)")
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -52,7 +62,7 @@ class FeatureExtraction:
     config_class = FeatureExtractionConfig
     presets = {"smoke": SMOKE, "full": FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         import numpy as np
 
         cfg: FeatureExtractionConfig = run.config
@@ -63,7 +73,11 @@ class FeatureExtraction:
             if cfg.cast_frozen and run.precision == "bf16":
                 import torch
 
-                cast_frozen_linears(encoder, torch.bfloat16)
+                count = cast_frozen_linears(encoder, torch.bfloat16)
+                run.record_technique("cast_frozen", True, f"{count:,} encoder Linear parameters in bf16")
+            else:
+                run.record_technique("cast_frozen", False, "cast_frozen=false" if not cfg.cast_frozen else
+                                     f"bf16 only (precision {run.precision})")
             encoder.eval().to(run.device)
         fingerprint = model_fingerprint(prep.source)
         cached: dict[str, bool] = {}
@@ -93,8 +107,6 @@ class FeatureExtraction:
             test_f1 = float(f1_score(labels["test"], pred, average="macro"))
         counts = param_counts(encoder)
         head_params = int(clf[-1].coef_.size + clf[-1].intercept_.size)
-        from bench import ParamCounts
-
         params = ParamCounts(total=counts.total + head_params, trainable=head_params, param_bytes=counts.param_bytes,
                              grad_bytes=0, optimizer_state_bytes=0)
         return StrategyOutput(
@@ -108,17 +120,15 @@ class FeatureExtraction:
         )
 
 
-def embed(run: Any, encoder: Any, examples: list[Encoded], cfg: FeatureExtractionConfig, pad_id: int) -> Any:
+def embed(run: RunContext, encoder: Any, examples: list[Encoded], cfg: FeatureExtractionConfig, pad_id: int) -> Any:
     """Pooled embeddings in the examples' order; each batch is one measured step of the extract phase."""
     import numpy as np
     import torch
 
-    from bench import progress
-
     out = np.zeros((len(examples), encoder.config.hidden_size), dtype=np.float32)
     order = sorted_order([len(e) for e in examples], cfg.eval_batch_size)
     with torch.inference_mode():
-        for idx, batch in progress.bar(zip(order, batches(examples, order, pad_id)), desc="embedding",
+        for idx, batch in progress_bar(zip(order, batches(examples, order, pad_id)), desc="embedding",
                                        total=len(order), unit="batch"):
             with run.meter.step(samples=batch.samples, tokens=batch.tokens):
                 inputs = batch.to(run.device)
@@ -162,8 +172,6 @@ def fit_classifier(x: Any, y: Any, xv: Any, yv: Any, grid: tuple[float, ...], se
 
 def _cache_path(fingerprint: str, examples: list[Encoded], cfg: FeatureExtractionConfig, split: str) -> Path:
     """Keyed by the model's weights, the tokenised examples and labels, pooling and max length."""
-    from bench.assets import cache_dir
-
     h = hashlib.sha256()
     h.update(f"{fingerprint}|{cfg.pooling}|{cfg.max_length}".encode())
     for e in examples:

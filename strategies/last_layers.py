@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import StrategyOutput, hookimpl
-from bench.classify import FinetuneConfig, finetune
+from bench.api import FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
 
 SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
 FULL = {"train_samples": 0, "epochs": 3}
@@ -30,7 +29,7 @@ class LastLayers:
     config_class = LastLayersConfig
     presets = {"smoke": SMOKE, "full": FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         cfg = run.config
         spec = cfg.train_layers or (f"head+last:{cfg.n_last}" if cfg.n_last else "head")
         return finetune(run, cfg, spec)

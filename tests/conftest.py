@@ -13,7 +13,8 @@ import os
 import signal
 from dataclasses import dataclass
 
-from bench import ParamCounts, StrategyOutput, hookimpl
+from bench import ParamCounts, StrategyOutput
+from bench import hookimpl
 
 
 @dataclass(frozen=True)

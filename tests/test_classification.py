@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import read_results
 
-from bench import layers
-from bench.cli import main
-from bench.errors import UsageError
+from bench.models import layers
+from bench.host.cli import main
+from bench.core.errors import UsageError
 
 
 def tiny(kind: str):
@@ -87,10 +87,10 @@ def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
     assert trained and all(p.startswith(("bert.encoder.layer.1.", "classifier.")) for p in trained)
 
     # Re-run the same training in-process and compare parameters before/after.
-    from bench import classify
-    from bench.config import BenchConfig
-    from bench.measure import Meter
-    from bench.run import RunContext
+    from bench.training import classify
+    from bench.core.config import BenchConfig
+    from bench.measure.meter import Meter
+    from bench.core.context import RunContext
     from strategies.all_layers import AllLayers, AllLayersConfig
 
     before: dict[str, torch.Tensor] = {}

@@ -9,27 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.compare import (
-    DEFAULT_THRESHOLDS,
-    compare,
-    load_source,
-    mann_whitney_p,
-    parse_threshold,
-    source_from_results,
-    thresholds_from,
-)
-from bench.errors import UsageError
-from bench.results import (
+from bench.host.cli import main
+from bench.compare.metrics import DEFAULT_THRESHOLDS, parse_threshold, thresholds_from
+from bench.compare.comparison import compare
+from bench.compare.sources import load_source, source_from_results
+from bench.compare.statistics import mann_whitney_p
+from bench.core.errors import UsageError
+from bench.results.schema import (
     SCHEMA_VERSION,
     PhaseMeasure,
     Provenance,
     ResultsFile,
     RunResult,
     StepSample,
-    save_results,
 )
-from bench.strategy import ParamCounts
+from bench.results.store import save_results
+from bench.core.strategy import ParamCounts
 
 # -------------------------------------------------------------------------------------------------
 # Synthetic results.
@@ -40,7 +35,7 @@ def make_result(step_s: list[float], *, strategy: str = "all-layers", accuracy: 
                 rss: int = 500 * 2**20, status: str = "passed", warmup: int = 2) -> RunResult:
     steps = [StepSample("warmup", 1.0, 8, 80) for _ in range(warmup)]
     steps += [StepSample("timed", s, 8, 80) for s in step_s]
-    from bench.measure import Meter
+    from bench.measure.meter import Meter
 
     meter = Meter()
     meter.steps = steps

@@ -1,4 +1,4 @@
-"""bench.data: file loading and its errors, group splits, subsets, instruction data, the real datasets."""
+"""bench.data.classification: file loading and its errors, group splits, subsets, instruction data, the real datasets."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import assets, data
-from bench.data import ClassificationData, InstructionExample, RatedSentence, TextExample
-from bench.errors import DataError, UsageError
+from bench.data import assets
+from bench.data import classification as data
+from bench.data.classification import ClassificationData, TextExample
+from bench.data.instructions import InstructionExample, RatedSentence
+from bench.core.errors import DataError, UsageError
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> Path:

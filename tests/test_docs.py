@@ -42,7 +42,7 @@ HOOKS_INTRO = """\
      tests/test_docs.py fails when this file and the hookspecs disagree. -->
 
 Every hook finetune-bench calls, in the order of the phases they belong to. Implement a hook with a
-function of the same name marked `@bench.hookimpl` in your plugin module; take any subset of its
+function of the same name marked `@bench.core.markers` in your plugin module; take any subset of its
 arguments, by exactly these names (pluggy passes them by name; a misspelt argument or hook name
 stops `bench` with a message saying which). How the results of several plugins combine:
 
@@ -99,7 +99,7 @@ def _combining(opts: dict) -> str:
 
 
 def hook_names() -> list[str]:
-    from bench import hookspecs
+    from bench.host import hookspecs
 
     return [name for name, _ in _hook_functions(hookspecs)]
 
@@ -112,7 +112,7 @@ def _hook_functions(module: object) -> list[tuple[str, object]]:
 
 
 def render_hooks_md() -> str:
-    from bench import hookspecs
+    from bench.host import hookspecs
 
     source = inspect.getsource(hookspecs)
     groups = _banner_groups(source)
@@ -161,7 +161,7 @@ def test_sources() -> dict[str, str]:
 
 @pytest.mark.parametrize("hook", hook_names())
 def test_hook_is_documented(hook, guide):
-    from bench import hookspecs
+    from bench.host import hookspecs
 
     assert (inspect.getdoc(getattr(hookspecs, hook)) or "").strip(), f"{hook} has no docstring in bench/hookspecs.py"
     assert f"### `{hook}`" in HOOKS_MD.read_text(encoding="utf-8"), f"{hook} has no section in docs/hooks.md"
@@ -230,7 +230,7 @@ SKIPPED_COMMANDS = ("pip ", "python -m build", "twine ", "cd ", "mkdir ")
 def test_writing_plugins_guide_runs_as_written(guide, tmp_path, monkeypatch, pytester, capsys):
     import tomllib
 
-    from bench.cli import main
+    from bench.host.cli import main
 
     blocks = code_blocks(guide)
     project = tmp_path / "bench-bitfit"

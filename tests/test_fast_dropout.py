@@ -9,7 +9,7 @@ import transformers as tf
 from test_classification import tiny
 from test_first_token import sensitive
 
-from bench import fast_dropout
+from bench.speed import fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from conftest import dedent, read_results, write_toy
 
-from bench.cli import main
+from bench.host.cli import main
 
 OBSERVER = '''
 import json
 import os
 
-from bench import UsageError, hookimpl
-from bench.report import Section
+from bench import UsageError
+from bench import hookimpl
+from bench.results.report import Section
 
 
 def log(*event):

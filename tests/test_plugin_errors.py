@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import dedent, write_toy
 
-from bench.cli import main
+from bench.host.cli import main
 
 
 def plugin_dir(tmp_path: Path, **modules: str) -> Path:

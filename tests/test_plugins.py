@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import write_toy
 
-from bench.cli import main
-from bench.config import PluginSpec
-from bench.errors import PluginError, UsageError
-from bench.plugins import PluginHost
-from bench.registry import StrategyRegistry
+from bench.host.cli import main
+from bench.core.config import PluginSpec
+from bench.core.errors import PluginError, UsageError
+from bench.host.plugins import PluginHost
+from bench.host.registry import StrategyRegistry
 
 BUILTIN_STRATEGIES = {"all-layers", "last-layers", "feature-extraction"}
 

@@ -9,9 +9,10 @@ from conftest import read_results
 from test_classification import tiny
 from test_first_token import sensitive
 
-from bench import layers, prefix_cache
-from bench.batching import Encoded, batches, sorted_order
-from bench.cli import main
+from bench.models import layers
+from bench.speed import prefix_cache
+from bench.data.batching import Encoded, batches, sorted_order
+from bench.host.cli import main
 
 
 class _Run:
@@ -103,7 +104,7 @@ def test_no_cache_when_every_example_is_seen_once(tiny_bert, sentiment_csv, tmp_
 
 
 def test_epochs_to_run_counts_the_max_steps_limit():
-    from bench.classify import FinetuneConfig, epochs_to_run
+    from bench.training.classify import FinetuneConfig, epochs_to_run
 
     assert epochs_to_run(FinetuneConfig(epochs=3), 10) == 3
     assert epochs_to_run(FinetuneConfig(epochs=3, max_steps=10), 10) == 1

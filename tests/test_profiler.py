@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import read_results
 
-from bench.cli import main
-from bench.flops import table_peak
+from bench.host.cli import main
+from bench.measure.flops import table_peak
 
 
 @pytest.fixture(scope="module")

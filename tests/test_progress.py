@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bench import progress
-from bench.cli import main
+from bench.core import progress
+from bench.host.cli import main
 
 
 def test_bar_draws_on_stderr_when_enabled(monkeypatch, capsys):

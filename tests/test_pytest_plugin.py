@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.host.cli import main
 
 pytest_plugins = ["pytester"]
 

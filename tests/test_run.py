@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import dedent, read_results
 
-from bench.cli import main
-from bench.results import SCHEMA_VERSION, load_results
+from bench.host.cli import main
+from bench.results.schema import SCHEMA_VERSION
+from bench.results.store import load_results
 
 
 def run(toy_dir: Path, out: Path, *args: str) -> int:
@@ -73,7 +74,7 @@ def test_killed_run_process_keeps_finished_rows(toy_dir, tmp_path):
 
 
 def test_results_file_is_saved_after_each_strategy(toy_dir, tmp_path, monkeypatch):
-    import bench.runner as runner
+    import bench.host.session as runner
 
     out = tmp_path / "out"
     seen: list[int] = []

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from bench import sft
-from bench.batching import collate
-from bench.cli import main
-from bench.data import InstructionExample
-from bench.errors import DataError, UsageError
-from bench.models import load_causal_lm, load_tokenizer, resolve_model
+from bench.training import sft
+from bench.data.batching import collate
+from bench.host.cli import main
+from bench.data.instructions import InstructionExample
+from bench.core.errors import DataError, UsageError
+from bench.models.loading import load_causal_lm, load_tokenizer, resolve_model
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}"
@@ -200,7 +200,7 @@ def test_eos_ends_every_answer_once(tiny_gpt2):
 
 
 def test_input_tokens_counted_per_batch_and_per_second():
-    from bench.results import StepSample
+    from bench.results.schema import StepSample
 
     examples = [sft.Encoded((1, 2, 3, 4)[:n], token_labels=(-100, -100, 3, 4)[:n]) for n in (3, 4, 4, 3, 4)]
     batches_ = [sft.collate_window(examples[i:i + 2], 0) for i in range(0, 5, 2)]
@@ -249,8 +249,8 @@ class _ScriptedLM:
 
 
 def test_generation_left_pads_stops_at_eos_and_scores_per_source(tiny_llama):
-    from bench.measure import Meter
-    from bench.run import RunContext
+    from bench.measure.meter import Meter
+    from bench.core.context import RunContext
 
     tok = load_tokenizer(str(tiny_llama))
     vocab = tok.get_vocab()
@@ -279,8 +279,8 @@ def test_generation_left_pads_stops_at_eos_and_scores_per_source(tiny_llama):
 
 
 def test_real_generation_on_tiny_model_is_well_formed(tiny_gpt2):
-    from bench.measure import Meter
-    from bench.run import RunContext
+    from bench.measure.meter import Meter
+    from bench.core.context import RunContext
 
     tok = load_tokenizer(str(tiny_gpt2))
     model = load_causal_lm(str(tiny_gpt2), "eager")

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench import ParamCounts, StrategyOutput, hookimpl
+from bench import ParamCounts, StrategyOutput
+from bench import hookimpl
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class KitConfig:
 
 
 class Wrapper(torch.nn.Module):
-    """A loss wrapper around the model, as bench.sft's response_window_lm is."""
+    """A loss wrapper around the model, as bench.training.sft's response_window_lm is."""
 
     def __init__(self, lm):
         super().__init__()
@@ -110,7 +111,8 @@ def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_tiny_builders_make_loadable_models_and_data(tmp_path):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from bench.data import load_alpaca_jsonl, load_classification
+    from bench.data.instructions import load_alpaca_jsonl
+    from bench.data.classification import load_classification
 
     bert = tiny_bert(tmp_path / "bert")
     tok = AutoTokenizer.from_pretrained(bert)

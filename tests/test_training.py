@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.batching import random_order
-from bench.training import clip_gradients, linear_schedule, make_optimizer
+from bench.data.batching import random_order
+from bench.training.loop import clip_gradients, linear_schedule, make_optimizer
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1e2])

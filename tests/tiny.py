@@ -43,8 +43,9 @@ def run_interleaved(model: Path, data: Path, root: Path, names: dict[str, bool],
 
     import torch
 
-    from bench.cli import main
-    from bench.results import SCHEMA_VERSION, ResultsFile, load_results, save_results
+    from bench.host.cli import main
+    from bench.results.schema import SCHEMA_VERSION, ResultsFile
+    from bench.results.store import load_results, save_results
 
     before = torch.get_num_threads()
     saved_env = {k: os.environ.get(k) for k in ("BENCH_PROGRESS", "BENCH_SLOWDOWN")}
@@ -98,7 +99,7 @@ def timing_settled(folders: dict[str, Path]) -> bool:
     import math
     import statistics
 
-    from bench.compare import load_source
+    from bench.compare.sources import load_source
 
     logs = {}
     for name, folder in folders.items():

@@ -15,7 +15,7 @@ a precise comparison, and pools each name's results in one file; pairs base-a/ba
 another time): one ``bench run`` process each, one after the other, compared a/b and a/slow.
 
 Same-code pairs that flag anything are false alarms; slow pairs with a ``throughput`` regression are
-detections; both counted with the defaults of bench.compare (``--fail-on``/``--alpha`` to try
+detections; both counted with the defaults of bench.compare.core (``--fail-on``/``--alpha`` to try
 others, ``--sweep`` for a grid of throughput thresholds and alphas recomputed from the same runs,
 ``--reuse`` to re-evaluate the runs already in ``--out``).
 """
@@ -57,7 +57,7 @@ def run_round(folder: Path, mode: str, model: Path, data: Path, threads: int, sl
     env = dict(os.environ, BENCH_PROGRESS="0", BENCH_SLOWDOWN=str(slowdown), OMP_NUM_THREADS=str(threads))
     for name, slow in TIMING_RUNS.items():
         plugins = ["--plugins-dir", str(SLOWDOWN_PLUGINS)] if slow else []
-        cmd = [sys.executable, "-m", "bench.cli", "-q", *plugins, "run", "--model", str(model), "--dataset",
+        cmd = [sys.executable, "-m", "bench.host.cli", "-q", *plugins, "run", "--model", str(model), "--dataset",
                str(data), "--out", str(folder / name), *TIMING_ARGS]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -65,7 +65,9 @@ def run_round(folder: Path, mode: str, model: Path, data: Path, threads: int, sl
 
 
 def evaluate(out: Path, mode: str, thresholds: list[str], alpha: float) -> dict:
-    from bench.compare import compare, load_source, thresholds_from
+    from bench.compare.comparison import compare
+    from bench.compare.sources import load_source
+    from bench.compare.metrics import thresholds_from
 
     th = thresholds_from(thresholds)
     (sa, sb), (da, ds) = PAIRS[mode]
@@ -101,7 +103,8 @@ def main() -> int:
     ap.add_argument("--alpha", type=float, default=None)
     args = ap.parse_args()
 
-    from bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLDS
+    from bench.compare.statistics import DEFAULT_ALPHA
+    from bench.compare.metrics import DEFAULT_THRESHOLDS
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.reuse:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.cli import main
-from bench.results import PhaseMeasure, Provenance, RunResult, StepSample, load_results
+from bench.host.cli import main
+from bench.results.schema import PhaseMeasure, Provenance, RunResult, StepSample
+from bench.results.store import load_results
 from bench.testing import check_strategy, default_assets
 
 from bench_baselines import ratios, speed

@@ -10,7 +10,7 @@ import json
 import sys
 
 import pytest
-from bench.cli import main
+from bench.host.cli import main
 from bench.testing import check_strategy, default_assets
 
 from bench_lora import adapters

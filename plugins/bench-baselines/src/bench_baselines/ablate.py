@@ -56,7 +56,7 @@ def variants(train_samples: int) -> list[Variant]:
 
 
 def measure(folder: Path) -> dict[str, float | None]:
-    from bench.results import RESULTS_FILENAME, load_results
+    from bench.api import RESULTS_FILENAME, load_results
 
     from bench_baselines.ratios import train_rate
 

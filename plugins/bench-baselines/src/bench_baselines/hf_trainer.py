@@ -5,7 +5,7 @@ docs teach: ``transformers.Trainer`` with a dynamic-padding collator, length-gro
 evaluation keeping the best checkpoint (classification).
 
 Data, tokenisation, subsets, layer selection and the test evaluation are the built-ins' own
-(:mod:`bench.classify`, :mod:`bench.sft`), so only the training differs. Timing: see
+(through :mod:`bench.api`), so only the training differs. Timing: see
 :mod:`bench_baselines.meter_callback`.
 """
 
@@ -14,9 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import StrategyOutput, option
-from bench.classify import TrainingConfig
-from strategies.sft import SftConfig, load_inputs
+from bench.api import (
+    TRAIN_LAYERS_SYNTAX,
+    RunContext,
+    SftOptions,
+    StrategyOutput,
+    TrainingOptions,
+    load_inputs,
+    option,
+)
 
 SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
 FULL = {"train_samples": 0, "epochs": 3}
@@ -26,21 +32,24 @@ SFT_FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
 
 
 @dataclass(frozen=True)
-class HfTrainerConfig(TrainingConfig):
-    """The built-in fine-tuning options, with transformers' own default attention."""
+class HfTrainerConfig(TrainingOptions):
+    """The built-in fine-tuning options (without the speed techniques: the Trainer trains its own
+    way), with transformers' own default attention."""
 
-    train_layers: str = option("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
+    train_layers: str = option("all", f"what trains: {TRAIN_LAYERS_SYNTAX}")
     attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
 
 
 @dataclass(frozen=True)
-class HfTrainerSftConfig(SftConfig):
-    """The ``sft`` options, with transformers' own default attention."""
+class HfTrainerSftConfig(SftOptions):
+    """The ``sft`` options (without the speed techniques: the Trainer trains its own way), with
+    transformers' own default attention."""
 
+    train_layers: str = option("all", f"what trains: {TRAIN_LAYERS_SYNTAX}")
     attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
 
 
-def training_arguments(run: Any, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
+def training_arguments(run: RunContext, cfg: Any, *, evaluate_each_epoch: bool) -> Any:
     """The Trainer setup the docs recommend, with the run's seed, precision and device. Spelled for
     the installed transformers: length grouping is ``train_sampling_strategy="group_by_length"``
     (newer) or ``group_by_length=True`` (older); warm-up a ratio in ``warmup_steps`` or ``warmup_ratio``."""
@@ -89,11 +98,16 @@ class HfTrainer:
     config_class = HfTrainerConfig
     presets = {"smoke": SMOKE, "full": FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
-        from bench import layers
-        from bench.classify import data_summary, evaluate, prepare
-        from bench.measure import param_counts
-        from bench.models import load_sequence_classifier
+    def run(self, run: RunContext) -> StrategyOutput:
+        from bench.api import (
+            data_summary,
+            evaluate,
+            freeze_all_but,
+            load_sequence_classifier,
+            param_counts,
+            prepare,
+            select_layers,
+        )
         from transformers import DataCollatorWithPadding
 
         from bench_baselines.meter_callback import metered_trainer
@@ -102,8 +116,8 @@ class HfTrainer:
         with run.meter.phase("setup"):
             prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
             model = load_sequence_classifier(prep.source, prep.data.label_names, cfg.attn_implementation)
-            selection = layers.resolve(cfg.train_layers, model, always_train_new_head=True)
-            layers.apply(model, selection)
+            selection = select_layers(cfg.train_layers, model, always_train_new_head=True)
+            freeze_all_but(model, selection)
 
             def rows(split: Any) -> list[dict[str, Any]]:
                 return [{"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": e.label}
@@ -144,10 +158,19 @@ class HfTrainerSft:
     config_class = HfTrainerSftConfig
     presets = {"smoke": SFT_SMOKE, "full": SFT_FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
-        from bench import layers, sft
-        from bench.measure import param_counts
-        from bench.models import load_causal_lm
+    def run(self, run: RunContext) -> StrategyOutput:
+        from bench.api import (
+            evaluate_loss,
+            exact_match_scores,
+            freeze_all_but,
+            generate,
+            load_causal_lm,
+            metric_suffix,
+            pad_id_of,
+            param_counts,
+            response_window_lm,
+            select_layers,
+        )
         from transformers import DataCollatorForSeq2Seq
 
         from bench_baselines.meter_callback import metered_trainer
@@ -158,9 +181,9 @@ class HfTrainerSft:
             source, tokenizer, style = inputs.source, inputs.tokenizer, inputs.style
             train_split, test_split = inputs.train, inputs.test
             model = load_causal_lm(source, cfg.attn_implementation)
-            selection = layers.resolve(cfg.train_layers, model, always_train_new_head=False)
-            layers.apply(model, selection)
-            pad = sft.pad_id_of(tokenizer)
+            selection = select_layers(cfg.train_layers, model, always_train_new_head=False)
+            freeze_all_but(model, selection)
+            pad = pad_id_of(tokenizer)
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token_id = pad
             tokenizer.padding_side = "right"  # training: right padding, positions from 0
@@ -173,14 +196,14 @@ class HfTrainerSft:
         trainer.train()
         test = test_split.items
         with run.meter.phase("eval"):
-            loss, _ = sft.evaluate_loss(run, sft.response_window_lm(model), test, cfg.eval_batch_size, pad)
-            after = sft.generate(run, model, tokenizer, test, cfg.eval_batch_size, cfg.max_new_tokens, pad,
+            loss, _ = evaluate_loss(run, response_window_lm(model), test, cfg.eval_batch_size, pad)
+            after = generate(run, model, tokenizer, test, cfg.eval_batch_size, cfg.max_new_tokens, pad,
                                  "generate (after)")
-        scores = sft.score(test, after)
+        scores = exact_match_scores(test, after)
         metrics = {"exact_match_after": scores.overall, "eval_loss": loss}
         if len(scores.by_source) > 1:
             for src, value in scores.by_source.items():
-                metrics[f"exact_match_after_{sft.metric_suffix(src)}"] = value
+                metrics[f"exact_match_after_{metric_suffix(src)}"] = value
         return StrategyOutput(
             metrics=metrics,
             params=param_counts(model, trainer.optimizer),

@@ -6,7 +6,7 @@ cost the baseline nothing); each optimizer step is a meter step (``on_step_begin
 ``on_step_end``). The work in a step is counted from the very batches Trainer hands to that step
 (:meth:`get_batch_samples`, which Trainer calls just before ``on_step_begin``; its data loader reads
 one batch ahead, so counting in the collator would be off by one): samples, real tokens (positions
-with a loss for token labels, else non-padding tokens, as :mod:`bench.batching` counts them) and
+with a loss for token labels, else non-padding tokens, as :mod:`bench.data.batching` counts them) and
 non-padding input tokens.
 """
 

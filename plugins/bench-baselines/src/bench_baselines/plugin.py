@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench import hookimpl
+from bench.api import hookimpl
 
 from bench_baselines.hf_trainer import HfTrainer, HfTrainerSft
 from bench_baselines.seed_loop import SeedLoop

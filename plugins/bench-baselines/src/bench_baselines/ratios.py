@@ -121,7 +121,7 @@ def rows(items: Sequence[Ratio]) -> tuple[tuple[str, ...], ...]:
 
 def ratio_section(results: Sequence[Any]) -> Any:
     """The report section, or ``None`` when no built-in row has its baseline in ``results``."""
-    from bench.report import Section
+    from bench.api import Section
 
     items = [r for r in ratios(results) if r.baseline]
     if not items:

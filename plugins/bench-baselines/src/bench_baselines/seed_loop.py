@@ -7,7 +7,7 @@
 * ``torch.optim.Adam`` at lr 5e-5, no schedule, batch 12, shuffled each epoch;
 * validation after each epoch, the best epoch's weights kept for the test (the seed's checkpoint).
 
-Data, tokenisation, subsets and evaluation are the built-ins' (:mod:`bench.classify`); precision
+Data, tokenisation, subsets and evaluation are the built-ins' (:mod:`bench.training.classify`); precision
 follows ``--precision`` (bf16 autocast where supported), so the recipe, not the number format, is
 what the comparison measures.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import StrategyOutput, option
+from bench.api import TRAIN_LAYERS_SYNTAX, Batch, RunContext, StrategyOutput, option
 
 SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
 FULL = {"train_samples": 0, "epochs": 3}
@@ -25,7 +25,7 @@ FULL = {"train_samples": 0, "epochs": 3}
 
 @dataclass(frozen=True)
 class SeedLoopConfig:
-    train_layers: str = option("all", "what trains: all | head | last:N | blocks:I,J | embeddings, joined by '+'")
+    train_layers: str = option("all", f"what trains: {TRAIN_LAYERS_SYNTAX}")
     epochs: int = option(3, "training epochs")
     batch_size: int = option(12, "training batch size (the seed's 12)")
     lr: float = option(5e-5, "Adam learning rate, constant (the seed's 5e-5)")
@@ -36,10 +36,9 @@ class SeedLoopConfig:
     attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
 
 
-def pad_to(batch: Any, width: int, pad_id: int) -> Any:
-    """``batch`` (a :class:`bench.batching.Batch`) padded on the right to ``width`` positions."""
+def pad_to(batch: Batch, width: int, pad_id: int) -> Batch:
+    """``batch`` padded on the right to ``width`` positions."""
     import torch
-    from bench.batching import Batch
 
     extra = width - batch.tensors["input_ids"].shape[1]
     if extra <= 0:
@@ -58,20 +57,25 @@ class SeedLoop:
     config_class = SeedLoopConfig
     presets = {"smoke": SMOKE, "full": FULL}
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         import torch
-        from bench import layers
-        from bench.batching import batches
-        from bench.classify import data_summary, evaluate, prepare
-        from bench.measure import param_counts
-        from bench.models import load_sequence_classifier
+        from bench.api import (
+            batches,
+            data_summary,
+            evaluate,
+            freeze_all_but,
+            load_sequence_classifier,
+            param_counts,
+            prepare,
+            select_layers,
+        )
 
         cfg: SeedLoopConfig = run.config
         with run.meter.phase("setup"):
             prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
             model = load_sequence_classifier(prep.source, prep.data.label_names, cfg.attn_implementation)
-            selection = layers.resolve(cfg.train_layers, model, always_train_new_head=True)
-            layers.apply(model, selection)
+            selection = select_layers(cfg.train_layers, model, always_train_new_head=True)
+            freeze_all_but(model, selection)
             model.to(run.device)
             optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         width = max(len(e) for e in prep.train)

@@ -66,7 +66,7 @@ def plan(sft_train_samples: int, head_lr: str) -> list[Job]:
 
 
 def run_job(job: Job, out: Path, preset: str, passthrough: list[str], seed: int | None = None) -> Path:
-    cmd = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())", "run", "-s",
+    cmd = [sys.executable, "-m", "bench", "run", "-s",
            job.strategy, *job.options, "--preset", preset, "--out", str(out), "-q", "-p", "no:profiler",
            "-p", "no:tensorboard", *(("--seed", str(seed)) if seed is not None else ()), *passthrough]
     started = time.perf_counter()
@@ -79,7 +79,7 @@ def run_job(job: Job, out: Path, preset: str, passthrough: list[str], seed: int 
 
 def table(out_dirs: list[list[Path]]) -> tuple[str, str, list[dict]]:
     """Terminal and markdown tables, and JSON rows, from each repeat's result folders."""
-    from bench.results import RESULTS_FILENAME, load_results
+    from bench.api import RESULTS_FILENAME, load_results
     from tabulate import tabulate
 
     from bench_baselines.ratios import HEADERS, Ratio, ratios, rows

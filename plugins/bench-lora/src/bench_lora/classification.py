@@ -1,18 +1,24 @@
 """``lora``: LoRA adapters on a sequence classifier, the classification head trained in full.
 
-The same data, training loop and evaluation as the built-in ``all-layers`` strategy (through
-``bench.classify`` and ``bench.training``), so its rows compare one to one; only the model differs:
-the classifier is wrapped with peft before training.
+The same data, training loop, speed techniques and evaluation as the built-in ``all-layers`` strategy
+(``bench.api.train_and_test``), so its rows compare one to one; only the model differs: the
+classifier is wrapped with peft before training.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench import StrategyOutput
-from bench.classify import data_summary, prepare, train_and_test
-from bench.measure import param_counts
-from bench.models import attention_implementation, load_sequence_classifier
+from bench.api import (
+    RunContext,
+    StrategyOutput,
+    attention_implementation,
+    data_summary,
+    load_sequence_classifier,
+    param_counts,
+    prepare,
+    train_and_test,
+)
 
 from bench_lora import adapters
 from bench_lora.options import LoraClassificationConfig
@@ -29,7 +35,7 @@ class Lora:
     presets = {"smoke": SMOKE, "full": FULL}
     devices = ("cpu", "cuda")
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         cfg: LoraClassificationConfig = run.config
         with run.meter.phase("setup"):
             prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)

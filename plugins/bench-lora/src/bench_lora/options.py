@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import option as _opt
-from bench.classify import TrainingConfig
+from bench.api import SftTrainingConfig, TrainingConfig
+from bench.api import option as _opt
 
 
 @dataclass(frozen=True)
@@ -36,30 +36,21 @@ class LoraOptions:
 @dataclass(frozen=True)
 class LoraClassificationConfig(TrainingConfig, LoraOptions):
     """``lora``: LoRA on a sequence classifier; the training options are ``all-layers``' own
-    (:class:`bench.classify.TrainingConfig`), with a higher learning rate and 2,000 examples."""
+    (:class:`bench.api.TrainingConfig`), with a higher learning rate and 2,000 examples."""
 
     lr: float = _opt(5e-4, "peak learning rate (AdamW); LoRA wants more than full fine-tuning")
     train_samples: int = _opt(2000, "training examples used (0: the whole training split)")
 
 
 @dataclass(frozen=True)
-class LoraSftConfig(LoraOptions):
-    """``lora-sft``: LoRA on a causal LM, trained and evaluated as the built-in ``sft`` strategy."""
+class LoraSftConfig(SftTrainingConfig, LoraOptions):
+    """``lora-sft``: LoRA on a causal LM, trained and evaluated as the built-in ``sft`` strategy (its
+    shared options, :class:`bench.api.SftTrainingConfig`), with a higher learning rate and fewer examples."""
 
-    epochs: int = _opt(1, "training epochs")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = _opt(8, "training batch size (examples per micro-batch)")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step")
     lr: float = _opt(2e-4, "peak learning rate (AdamW)")
-    weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and norms)")
-    warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay")
-    max_length: int = _opt(256, "prompt+response tokens kept")
     train_samples: int = _opt(800, "training examples (0: all)")
     eval_samples: int = _opt(150, "held-out examples (0: all)")
-    eval_batch_size: int = _opt(16, "batch size for held-out loss and generation")
-    max_new_tokens: int = _opt(8, "greedy generation length for exact match")
-    prompt_format: str = _opt("auto", "auto | chat | alpaca (auto: the chat template when the tokenizer has one)")
-    data_seed: int = _opt(0, "seed of the data split and subsets (kept fixed across --seed)")
-    test_fraction: float = _opt(0.1, "held-out share of a --dataset file without a test split")
-    show_generations: int = _opt(9, "generations (before and after) kept in the result")
-    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager on CPU, sdpa on CUDA)")
+
+    def __post_init__(self) -> None:
+        SftTrainingConfig.__post_init__(self)
+        LoraOptions.__post_init__(self)

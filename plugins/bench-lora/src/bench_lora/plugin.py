@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import hookimpl
+from bench.api import hookimpl
 
 from bench_lora.classification import Lora
 from bench_lora.sft import LoraSft

@@ -1,15 +1,14 @@
 """``lora-sft``: LoRA adapters on a causal LM, supervised fine-tuning on instructions.
 
-Data, prompts, response-only loss, generation and exact match come from ``bench.sft``, the library
-the built-in ``sft`` strategy uses, so a ``lora-sft`` row compares one to one with an ``sft`` row.
+Data, prompts, response-only loss, speed techniques, generation and exact match come from the sft
+recipe the built-in ``sft`` strategy uses (``bench.api.run_sft``), so a ``lora-sft`` row compares one to one with an ``sft`` row.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench import StrategyOutput
-from strategies.sft import Adapted, run_sft
+from bench.api import Adapted, RunContext, StrategyOutput, run_sft
 
 from bench_lora import adapters
 from bench_lora.classification import adapter_extra
@@ -27,7 +26,7 @@ class LoraSft:
     presets = {"smoke": SMOKE, "full": FULL}
     devices = ("cpu", "cuda")
 
-    def run(self, run: Any) -> StrategyOutput:
+    def run(self, run: RunContext) -> StrategyOutput:
         cfg: LoraSftConfig = run.config
 
         def wrap(base: Any) -> Adapted:

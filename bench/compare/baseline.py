@@ -1,0 +1,169 @@
+"""Saved baselines: the built-in ``baseline`` plugin (``bench run --save-baseline`` / ``--compare-to``).
+
+A baseline is a copy of a run's ``results.json`` saved as ``<dir>/<NAME>.json``. ``<dir>`` is
+``--baseline-dir``, else ``$BENCH_BASELINE_DIR``, else ``.bench/baselines`` (relative to the working
+directory): a folder to commit (``git add -f``, ``.bench/`` is ignored) or to keep in a CI cache.
+
+``--compare-to NAME`` prints the comparison with the baseline at the end of ``bench run`` (the same
+report as ``bench compare``) and makes ``bench run`` exit with 1 on a regression. With both options,
+the run is compared with the old baseline first, then saved as the new one (only if it did not regress).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import UsageError
+from bench.core.markers import hookimpl
+
+ENV_BASELINE_DIR = "BENCH_BASELINE_DIR"
+DEFAULT_BASELINE_DIR = Path(".bench") / "baselines"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Verdicts of ``--compare-to`` between bench_terminal_summary and bench_unconfigure, by config identity.
+_PENDING: dict[int, Any] = {}
+
+
+def resolve_baseline_dir(option: str | Path | None = None) -> Path:
+    """``--baseline-dir``, else ``$BENCH_BASELINE_DIR``, else ``.bench/baselines``."""
+    value = option or os.environ.get(ENV_BASELINE_DIR) or DEFAULT_BASELINE_DIR
+    return Path(value).expanduser()
+
+
+def baseline_path(name: str, folder: Path, check_name: bool = True) -> Path | None:
+    """``<folder>/<name>.json``; a bad name raises (``check_name``) or gives None."""
+    stem = name[:-5] if name.endswith(".json") else name
+    if not _NAME_RE.match(stem):
+        if check_name:
+            raise UsageError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-' only (e.g. main, "
+                             f"pr-123); it becomes the file <baseline dir>/NAME.json")
+        return None
+    return folder / f"{stem}.json"
+
+
+def save_baseline(results_path: Path, name: str, folder: Path) -> Path:
+    """Copy a results file to ``<folder>/<name>.json`` (atomically) and return the new path."""
+    target = baseline_path(name, folder)
+    assert target is not None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(results_path, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def list_baselines(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+# -------------------------------------------------------------------------------------------------
+# Hooks.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def bench_addoption(parser: Any) -> None:
+    parser.addoption("--save-baseline", dest="save_baseline", type=str, default=None,
+                     help="save this run's results as baseline NAME (<baseline dir>/NAME.json)")
+    parser.addoption("--compare-to", dest="compare_to", type=str, default=None,
+                     help="compare this run with baseline NAME (or a results file) at the end; exit 1 on a "
+                          "regression")
+    parser.addoption("--baseline-dir", dest="baseline_dir", type=str, default=None,
+                     help=f"folder of saved baselines (default: ${ENV_BASELINE_DIR}, else .bench/baselines)")
+    parser.addoption("--fail-on", dest="fail_on", action="append", type=str, default=None,
+                     help="with --compare-to: regression threshold METRIC=THRESHOLD, repeatable (as bench "
+                          "compare: throughput=-10%, accuracy=-1pt, peak_memory=+5%, METRIC=off)")
+    parser.addoption("--compare-alpha", dest="compare_alpha", type=float, default=None,
+                     help="with --compare-to: significance level of the step-time test (default 0.002)")
+    parser.addoption("--compare-markdown", dest="compare_markdown", type=str, default=None,
+                     help="with --compare-to: also append the comparison as markdown to FILE (e.g. "
+                          "$GITHUB_STEP_SUMMARY)")
+
+
+@hookimpl
+def bench_configure(config: Any) -> None:
+    """Check names and thresholds before anything runs, so a typo costs no benchmark time."""
+    from bench.compare.metrics import thresholds_from
+
+    folder = resolve_baseline_dir(config.getoption("baseline_dir"))
+    name = config.getoption("save_baseline")
+    if name:
+        baseline_path(name, folder)
+    thresholds_from(config.getoption("fail_on") or ())
+    target = config.getoption("compare_to")
+    if target:
+        _baseline_file(target, folder)
+
+
+def _baseline_file(target: str, folder: Path) -> Path:
+    as_path = Path(target)
+    if as_path.exists():
+        return as_path
+    path = baseline_path(target, folder, check_name=False)
+    if path is None or not path.is_file():
+        known = list_baselines(folder)
+        from bench.core.text import did_you_mean
+
+        raise UsageError(
+            f"--compare-to {target}: no baseline {target!r} in {folder}"
+            + (did_you_mean(target, known) + f" (saved: {', '.join(known)})" if known else
+               " (none saved yet: run once with --save-baseline NAME)")
+        )
+    return path
+
+
+@hookimpl
+def bench_terminal_summary(config: Any, results: Sequence[Any], write: Callable[[str], None]) -> None:
+    from bench.compare.command import write_report
+    from bench.compare.comparison import compare
+    from bench.compare.metrics import thresholds_from
+    from bench.compare.render import render_comparison
+    from bench.compare.sources import load_source, source_from_results
+    from bench.compare.statistics import DEFAULT_ALPHA
+    from bench.results.schema import RESULTS_FILENAME
+
+    folder = resolve_baseline_dir(config.getoption("baseline_dir"))
+    results_path = Path(config.out_dir) / RESULTS_FILENAME
+    regressed = False
+    target = config.getoption("compare_to")
+    if target:
+        baseline = load_source(_baseline_file(target, folder))
+        current = source_from_results(str(results_path), results)
+        alpha = config.getoption("compare_alpha") or DEFAULT_ALPHA
+        cmp = compare(baseline, current, thresholds_from(config.getoption("fail_on") or ()), alpha)
+        write("")
+        write(f"Comparison with baseline {target}")
+        write("=" * len(f"Comparison with baseline {target}"))
+        write(render_comparison(cmp, "table").rstrip("\n"))
+        markdown = config.getoption("compare_markdown")
+        if markdown:
+            write_report(Path(markdown), render_comparison(cmp, "markdown"))
+        regressed = not cmp.ok
+        if regressed:
+            _PENDING[id(config)] = cmp
+    name = config.getoption("save_baseline")
+    if name:
+        failed = [r.strategy for r in results if not r.passed]
+        if failed:
+            write(f"baseline {name!r} not saved: {', '.join(failed)} failed")
+        elif regressed:
+            write(f"baseline {name!r} not saved: the run regressed against {target!r}")
+        elif not results:
+            write(f"baseline {name!r} not saved: no results")
+        else:
+            write(f"baseline {name!r} saved: {save_baseline(results_path, name, folder)}")
+
+
+@hookimpl(trylast=True)
+def bench_unconfigure(config: Any) -> None:
+    """After everything else: turn a regression found by ``--compare-to`` into exit code 1."""
+    cmp = _PENDING.pop(id(config), None)
+    if cmp is not None:
+        from bench.compare.command import RegressionError
+
+        raise RegressionError(f"regression against baseline {config.getoption('compare_to')!r}: {cmp.summary()}")

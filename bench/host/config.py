@@ -1,0 +1,284 @@
+"""The resolved configuration of one invocation, and how each strategy's config is derived from it.
+
+Precedence, lowest first: the strategy's dataclass defaults, the preset, the config file
+(``bench.toml`` or ``[tool.bench]``), the command line; within each source a per-strategy value
+(``[tool.bench.strategy.NAME]`` / ``-o NAME.field=value``) beats a common one (``epochs = 3`` /
+``--epochs 3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.core.config import DEFAULT_PRESET, BenchConfig, PluginSpec
+from bench.core.errors import UsageError
+from bench.core.fields import field_types
+from bench.core.markers import hookimpl
+from bench.core.text import did_you_mean
+from bench.host.options import OptionParser, coerce, find_config_file, read_config_file
+
+if TYPE_CHECKING:
+    from bench.core.strategy import Strategy
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+# -------------------------------------------------------------------------------------------------
+# Core options, declared through the same hook plugins use.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def bench_addoption(parser: OptionParser) -> None:
+    parser.addoption("-s", "--strategy", dest="strategies", action="append", type=str,
+                     help="strategy to run (repeatable; default: the built-in ones for the task)")
+    parser.addoption("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
+    parser.addoption("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: bf16 autocast where the device supports it (CUDA bf16, CPU avx512_bf16/AMX)")
+    parser.addoption("--seed", type=int, default=0, help="random seed for data order and initialisation")
+    parser.addoption("--out", type=str, default=None,
+                     help="output folder (default: a new timestamped folder under .bench/)")
+    parser.addoption("--model", type=str, default=None,
+                     help="Hugging Face model id or local model folder (default: the task's embedded model)")
+    parser.addoption("--dataset", type=str, default=None,
+                     help="hub dataset id or a CSV/JSONL file (default: the task's embedded data)")
+    parser.addoption("--text-column", type=str, default="text", help="text column of a --dataset file")
+    parser.addoption("--label-column", type=str, default="label", help="label column of a --dataset file")
+    parser.addoption("--preset", type=str, default=DEFAULT_PRESET,
+                     help="bundle of defaults: smoke (seconds), default, full (best accuracy)")
+    parser.addoption("--no-isolate", dest="no_isolate", action="store_true",
+                     help="run strategies in this process instead of one child process each")
+    parser.addoption("--warmup-steps", type=int, default=2,
+                     help="training steps excluded from throughput at the start of training")
+    parser.addoption("-o", "--option", dest="overrides", action="append", type=str,
+                     help="per-strategy option: STRATEGY.FIELD=VALUE (e.g. -o last-layers.n_last=2)")
+
+
+# -------------------------------------------------------------------------------------------------
+# Where plugins come from: -p arguments and the config file.
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    """The config file of an invocation (``--config FILE``, else ``./bench.toml``, else ``[tool.bench]`` in
+    ``./pyproject.toml``): its option values, and the plugins it names, kept apart."""
+
+    path: Path | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    plugins_dir: str | None = None
+
+
+def file_settings(explicit: str | Path | None, start: Path) -> FileSettings:
+    """Read the invocation's config file (``explicit``, else the one found in ``start``), if any."""
+    path = Path(explicit) if explicit else find_config_file(start)
+    if path is None:
+        return FileSettings()
+    values = dict(read_config_file(path))
+    plugins = values.pop("plugins", []) or []
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    plugins_dir = values.pop("plugins_dir", None)
+    return FileSettings(path, values, tuple(str(p) for p in plugins), str(plugins_dir) if plugins_dir else None)
+
+
+def plugin_spec(plugin_args: Sequence[str], plugins_dir: str | Path | None) -> PluginSpec:
+    """``-p NAME`` loads a plugin module, ``-p no:NAME`` blocks a plugin; ``plugins_dir`` adds a folder."""
+    return PluginSpec(
+        enable=tuple(a for a in plugin_args if not a.startswith("no:")),
+        disable=tuple(a[3:] for a in plugin_args if a.startswith("no:")),
+        plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None,
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Building the config.
+# -------------------------------------------------------------------------------------------------
+
+
+def make_config(
+    parser: OptionParser,
+    cli_values: Mapping[str, Any],
+    file_values: Mapping[str, Any],
+    *,
+    strategy_fields: Mapping[str, Any],
+    plugins: PluginSpec,
+    config_file: Path | None,
+    resolve_device: bool = True,
+    quiet: bool = False,
+    debug: bool = False,
+) -> BenchConfig:
+    """Merge declared-option defaults < config file < command line into a :class:`BenchConfig`.
+
+    ``strategy_fields`` maps every strategy config field name to its type (the union over the
+    registered strategies), so common strategy options are recognised in the config file.
+    """
+    where = f"config file {config_file}" if config_file else "config file"
+    file_common: dict[str, Any] = {}
+    file_per_strategy: dict[str, dict[str, Any]] = {}
+    options: dict[str, Any] = {o.dest: o.default for o in parser.options}
+    for key, value in file_values.items():
+        if key == "strategy" and isinstance(value, Mapping):
+            for sname, table in value.items():
+                if not isinstance(table, Mapping):
+                    raise UsageError(f"{where}: [strategy.{sname}] must be a table of options")
+                file_per_strategy[str(sname)] = {str(k).replace("-", "_"): v for k, v in table.items()}
+            continue
+        option = parser.get(key)
+        if option is not None:
+            if option.dest == "strategies" and isinstance(value, str):
+                value = [value]
+            options[key] = _coerce_option(option, value, f"{where}: key {key!r}")
+        elif key in strategy_fields:
+            file_common[key] = value
+        else:
+            known = [o.dest for o in parser.options] + list(strategy_fields)
+            raise UsageError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}")
+    cli_common: dict[str, Any] = {}
+    for key, value in cli_values.items():
+        option = parser.get(key)
+        if option is not None:
+            options[key] = _coerce_option(option, value, f"option --{key.replace('_', '-')}")
+        elif key in strategy_fields:
+            cli_common[key] = value
+    cli_per_strategy = _parse_overrides(options.get("overrides") or ())
+    per_strategy = {k: dict(v) for k, v in file_per_strategy.items()}
+    for sname, values in cli_per_strategy.items():
+        per_strategy.setdefault(sname, {}).update(values)
+    device = str(options["device"])
+    precision = str(options["precision"])
+    if resolve_device:
+        device = resolve_device_name(device)
+        precision = resolve_precision(precision, device)
+    out = options.get("out")
+    return BenchConfig(
+        strategies=tuple(options.get("strategies") or ()),
+        device=device,
+        precision=precision,
+        seed=int(options["seed"]),
+        out_dir=Path(out) if out else default_out_dir(),
+        model=options.get("model"),
+        dataset=options.get("dataset"),
+        preset=str(options["preset"]),
+        isolate=not options.get("no_isolate", False),
+        warmup_steps=int(options["warmup_steps"]),
+        options=options,
+        strategy_values={**file_common, **cli_common},
+        strategy_overrides=per_strategy,
+        plugins=plugins,
+        config_file=config_file,
+        quiet=quiet,
+        debug=debug,
+    )
+
+
+def _coerce_option(option: Any, value: Any, what: str) -> Any:
+    if option.action == "append":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [coerce(v, option.type, what=what) if option.type is not str else str(v) for v in items]
+    coerced = coerce(value, option.type, what=what) if option.type in (int, float, str, bool) else option.type(value)
+    if option.choices and coerced not in option.choices:
+        raise UsageError(f"{what}: {coerced!r} is not one of {', '.join(map(str, option.choices))}")
+    return coerced
+
+
+def _parse_overrides(items: Any) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        sname, dot, fname = key.partition(".")
+        if not sep or not dot or not sname or not fname:
+            raise UsageError(f"option -o {item!r}: expected STRATEGY.FIELD=VALUE, e.g. -o last-layers.n_last=2")
+        out.setdefault(sname.strip(), {})[fname.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def default_out_dir() -> Path:
+    import datetime
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(".bench") / stamp
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
+
+
+def resolve_device_name(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_supported(device) else "fp32"
+
+
+def bf16_supported(device: str) -> bool:
+    """Native bf16 arithmetic: CUDA compute capability >= 8, or a CPU with avx512_bf16 / AMX."""
+    if device == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# -------------------------------------------------------------------------------------------------
+# Per-strategy config resolution.
+# -------------------------------------------------------------------------------------------------
+
+
+def strategy_config(strategy: Strategy, config: BenchConfig) -> Any:
+    """Build ``strategy.config_class`` from defaults < preset < common values < per-strategy values."""
+    types = field_types(strategy.config_class)
+    values: dict[str, Any] = {}
+    presets: Mapping[str, Mapping[str, Any]] = getattr(strategy, "presets", {}) or {}
+    if config.preset != DEFAULT_PRESET:
+        if config.preset not in presets:
+            known = sorted({DEFAULT_PRESET, *presets})
+            raise UsageError(
+                f"--preset {config.preset!r}: strategy {strategy.name!r} has no such preset "
+                f"(it has: {', '.join(known)}){did_you_mean(config.preset, known)}"
+            )
+        values.update(presets[config.preset])
+    for key, value in config.strategy_values.items():
+        if key in types:
+            values[key] = value
+    for key, value in config.strategy_overrides.get(strategy.name, {}).items():
+        if key not in types:
+            raise UsageError(
+                f"strategy {strategy.name!r} has no option {key!r}{did_you_mean(key, types)} "
+                f"(its options: {', '.join(types)})"
+            )
+        values[key] = value
+    kwargs = {
+        key: coerce(value, types[key], what=f"option {key!r} of strategy {strategy.name!r}")
+        for key, value in values.items()
+    }
+    try:
+        return strategy.config_class(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"strategy {strategy.name!r}: invalid options: {exc}") from None
+
+
+def unknown_override_strategies(config: BenchConfig, known: list[str]) -> None:
+    """Raise for ``-o NAME.x=y`` naming a strategy that does not exist."""
+    for sname in config.strategy_overrides:
+        if sname not in known:
+            raise UsageError(f"option for unknown strategy {sname!r}{did_you_mean(sname, known)}")

@@ -1,0 +1,286 @@
+"""The meter: wall time and peak memory per phase, and per-step timing with warm-up excluded.
+
+Rules it enforces (see docs/measurement in README.md):
+
+* clocks are ``time.perf_counter``; on CUDA the device is synchronised before every clock read;
+* the first ``warmup_steps`` steps of each phase are tagged ``warmup``; then the profiler's window
+  (``profiled``); only the rest are ``timed`` and feed throughput;
+* nothing inside a step calls ``.item()``: values logged with :meth:`Meter.log` may be tensors and
+  are read after the phase ends;
+* memory is measured in each phase after a reset: GPU ``max_memory_allocated``/``max_memory_reserved``
+  after ``reset_peak_memory_stats``; CPU peak RSS after resetting the kernel's high-water mark
+  (``/proc/self/clear_refs``), so each phase reports its own peak, not the process's.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, runtime_checkable
+
+from bench.core.strategy import ParamCounts
+from bench.results.schema import PhaseMeasure, StepSample, StepStats, Throughput
+
+
+@runtime_checkable
+class Profiler(Protocol):
+    """What ``bench_make_profiler`` returns and the meter drives.
+
+    The meter calls :meth:`start` before the first step of its window (right after the warm-up
+    steps), :meth:`step` after each step in the window, and :meth:`stop` after the last one (or when
+    the phase ends first). ``window_steps`` is how many steps the window holds; those steps are
+    tagged ``profiled`` and never counted in throughput.
+    """
+
+    window_steps: int
+
+    def start(self) -> None: ...
+
+    def step(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class NullProfiler:
+    """The do-nothing profiler: same calls, zero steps, zero cost."""
+
+    window_steps = 0
+
+    def start(self) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Meter:
+    """Measures one run. Strategies use :meth:`phase` and :meth:`step`; the host reads the results."""
+
+    def __init__(self, device: str = "cpu", warmup_steps: int = 2, profiler: Profiler | None = None) -> None:
+        self.device = device
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.profiler: Profiler = profiler if profiler is not None else NullProfiler()
+        self.phases: list[PhaseMeasure] = []
+        self.steps: list[StepSample] = []
+        self._scalars: list[tuple[str, int, Any]] = []
+        self._phase: str | None = None
+        self._phase_steps: dict[str, int] = {}
+        self._profiler_phase: str | None = None
+        self._profiler_state = "idle"  # idle -> running -> done
+        self.flops_per_token: dict[str, float] = {}
+        self._kind_now = ""
+        self.rss_resettable = _reset_peak_rss()
+
+    # -- phases --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time and measure the peak memory of one phase: ``with meter.phase("train"): ...``.
+
+        A phase may be entered several times (train, eval, train, ...): its wall times add up, its
+        peaks are the maximum over the entries, and its step count continues.
+        """
+        if self._phase is not None:
+            raise RuntimeError(f"phase {name!r} started inside phase {self._phase!r}; phases do not nest")
+        self._phase = name
+        self._phase_steps.setdefault(name, 0)
+        cuda = self._cuda()
+        if cuda is not None:
+            cuda.synchronize()
+            cuda.reset_peak_memory_stats()
+        self.rss_resettable = _reset_peak_rss()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda is not None:
+                cuda.synchronize()
+            wall = time.perf_counter() - start
+            if self._profiler_state == "running" and self._profiler_phase == name:
+                self.profiler.stop()
+                self._profiler_state = "done"
+            self._record(PhaseMeasure(
+                name=name,
+                wall_s=wall,
+                cpu_peak_rss_bytes=_peak_rss_bytes(),
+                gpu_peak_allocated_bytes=int(cuda.max_memory_allocated()) if cuda is not None else None,
+                gpu_peak_reserved_bytes=int(cuda.max_memory_reserved()) if cuda is not None else None,
+            ))
+            self._phase = None
+
+    def _record(self, new: PhaseMeasure) -> None:
+        for i, old in enumerate(self.phases):
+            if old.name == new.name:
+                self.phases[i] = PhaseMeasure(new.name, old.wall_s + new.wall_s,
+                                              _max(old.cpu_peak_rss_bytes, new.cpu_peak_rss_bytes),
+                                              _max(old.gpu_peak_allocated_bytes, new.gpu_peak_allocated_bytes),
+                                              _max(old.gpu_peak_reserved_bytes, new.gpu_peak_reserved_bytes))
+                return
+        self.phases.append(new)
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def step(self, samples: int, tokens: int = 0, input_tokens: int | None = None) -> Iterator[None]:
+        """Time one step (an optimizer step, or one inference batch) of the current phase.
+
+        ``samples`` and ``tokens`` are the work done in it; count real tokens (no padding, no masked
+        positions) from the CPU copy of the batch so that counting costs no device sync.
+        ``input_tokens`` are the non-padding tokens the model processed (default: ``tokens``); they
+        turn FLOPs per token into MFU.
+        """
+        if self._phase is None:
+            raise RuntimeError("meter.step() used outside a meter.phase(...)")
+        index = self._phase_steps[self._phase]
+        self._phase_steps[self._phase] += 1
+        kind = self._kind_now = self._kind(index)
+        if kind == "profiled" and self._profiler_state == "idle":
+            self._profiler_phase = self._phase
+            self._profiler_state = "running"
+            self.profiler.start()
+        cuda = self._cuda()
+        if cuda is not None:
+            cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if cuda is not None:
+            cuda.synchronize()
+        seconds = time.perf_counter() - start
+        self._kind_now = ""
+        self.steps.append(StepSample(kind, seconds, int(samples), int(tokens), self._phase,
+                                     int(tokens if input_tokens is None else input_tokens)))
+        if kind == "profiled":
+            self.profiler.step()
+            if index + 1 == self.warmup_steps + self.profiler.window_steps:
+                self.profiler.stop()
+                self._profiler_state = "done"
+
+    def count_flops(self, fn: Any, padded_tokens: int) -> Any:
+        """Run ``fn`` (a forward and backward, or a forward) and, once per phase and only inside a
+        warm-up step (never a timed one), count its FLOPs per padded token for MFU."""
+        if self._kind_now != "warmup" or self._phase in self.flops_per_token or padded_tokens <= 0:
+            return fn()
+        from bench.measure.flops import count_flops
+
+        result, flops = count_flops(fn)
+        self.flops_per_token[str(self._phase)] = flops / padded_tokens
+        return result
+
+    def _kind(self, index: int) -> str:
+        if index < self.warmup_steps:
+            return "warmup"
+        profiling_here = self._profiler_state == "idle" or self._profiler_phase == self._phase
+        if profiling_here and self._profiler_state != "done" and index < self.warmup_steps + self.profiler.window_steps:
+            return "profiled"
+        return "timed"
+
+    # -- scalars -------------------------------------------------------------------------------------
+
+    def log(self, tag: str, value: Any, step: int) -> None:
+        """Record a scalar (a float or a 0-d tensor, read later, never inside the step)."""
+        self._scalars.append((tag, int(step), value.detach() if hasattr(value, "detach") else value))
+
+    def scalars(self) -> list[tuple[str, int, float]]:
+        """All logged scalars as floats, plus per-step throughput derived from the step samples."""
+        out = [(tag, step, float(value)) for tag, step, value in self._scalars]
+        for phase in {s.phase for s in self.steps}:
+            for i, s in enumerate(x for x in self.steps if x.phase == phase):
+                if s.seconds > 0:
+                    out.append((f"{phase}/samples_per_s", i, s.samples / s.seconds))
+                    if s.tokens:
+                        out.append((f"{phase}/real_tokens_per_s", i, s.tokens / s.seconds))
+        return out
+
+    # -- results -------------------------------------------------------------------------------------
+
+    def throughput(self) -> dict[str, Throughput]:
+        """Throughput per phase that had steps, from its timed steps only."""
+        out: dict[str, Throughput] = {}
+        for measure in self.phases:
+            steps = [s for s in self.steps if s.phase == measure.name]
+            if not steps:
+                continue
+            timed = [s for s in steps if s.kind == "timed"]
+            seconds = sum(s.seconds for s in timed)
+            out[measure.name] = Throughput(
+                samples_per_s=sum(s.samples for s in timed) / seconds if seconds > 0 else None,
+                real_tokens_per_s=(sum(s.tokens for s in timed) / seconds if seconds > 0 and any(s.tokens for s in timed)
+                                   else None),
+                step=StepStats.from_values([s.seconds for s in timed]),
+                timed_steps=len(timed),
+                warmup_steps=sum(1 for s in steps if s.kind == "warmup"),
+                profiled_steps=sum(1 for s in steps if s.kind == "profiled"),
+                phase_samples_per_s=sum(s.samples for s in steps) / measure.wall_s if measure.wall_s > 0 else None,
+            )
+        return out
+
+    def _cuda(self) -> Any:
+        if self.device != "cuda":
+            return None
+        import torch
+
+        return torch.cuda
+
+
+# -------------------------------------------------------------------------------------------------
+# Memory helpers.
+# -------------------------------------------------------------------------------------------------
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux); False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    """Peak RSS since the last reset (VmHWM), else the process's lifetime peak (getrusage)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (OSError, ValueError):
+        return None
+
+
+def param_counts(model: Any, optimizer: Any = None) -> ParamCounts:
+    """Exact parameter counts and the bytes held by parameters, gradients and optimizer state.
+
+    Gradient bytes count trainable parameters (a gradient of the parameter's dtype each); optimizer
+    bytes are the tensors actually held in ``optimizer.state`` (call after at least one step).
+    """
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    opt_bytes = 0
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for value in state.values():
+                if hasattr(value, "numel") and hasattr(value, "element_size"):
+                    opt_bytes += value.numel() * value.element_size()
+    return ParamCounts(
+        total=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in trainable),
+        param_bytes=param_bytes,
+        grad_bytes=grad_bytes,
+        optimizer_state_bytes=opt_bytes,
+    )

@@ -1,0 +1,162 @@
+"""The built-in ``profiler`` plugin: torch.profiler over its own window of steps.
+
+On by default; ``-p no:profiler`` removes it and the meter uses a do-nothing profiler, so the code
+path is the same and costs nothing. Traces go to the run folder's ``profile/``
+(``<out>/runs/<strategy>-<i>/profile``) through ``tensorboard_trace_handler``: ``tensorboard --logdir
+<out>`` (torch-tb-profiler installed) shows every run's traces, one run per folder. The window sits right after the
+warm-up steps and its steps are never counted in throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.core.context import RunContext
+from bench.core.markers import hookimpl
+
+if TYPE_CHECKING:
+    from bench.host.options import OptionParser
+
+TOP_OPS_FILENAME = "top_ops.json"
+
+
+@hookimpl
+def bench_addoption(parser: OptionParser) -> None:
+    parser.addoption("--profile-wait", type=int, default=0, help="profiler schedule: steps skipped first")
+    parser.addoption("--profile-warmup", type=int, default=1, help="profiler schedule: warm-up steps (traced, dropped)")
+    parser.addoption("--profile-active", type=int, default=2, help="profiler schedule: steps recorded")
+    parser.addoption("--profile-top", type=int, default=10, help="operators in the report's top-operators table")
+
+
+class StepProfiler:
+    """torch.profiler with a wait/warmup/active schedule, started and stepped by the meter."""
+
+    def __init__(self, trace_dir: Path, wait: int, warmup: int, active: int, device: str, top: int) -> None:
+        self.trace_dir = trace_dir
+        self.wait, self.warmup, self.active = wait, warmup, active
+        self.window_steps = wait + warmup + active
+        self.device = device
+        self.top = top
+        self._prof: Any = None
+
+    def start(self) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        self.trace_dir.mkdir(parents=True, exist_ok=True)
+        activities = [ProfilerActivity.CPU]
+        if self.device == "cuda" and torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        with _quiet_native_stderr():
+            self._prof = profile(
+                activities=activities,
+                schedule=schedule(wait=self.wait, warmup=self.warmup, active=self.active, repeat=1),
+                on_trace_ready=self._on_ready,
+                record_shapes=True,
+                profile_memory=True,
+                with_stack=False,
+            )
+            self._prof.__enter__()
+
+    def _on_ready(self, prof: Any) -> None:
+        from torch.profiler import tensorboard_trace_handler
+
+        tensorboard_trace_handler(str(self.trace_dir))(prof)
+        write_top_ops(prof, self.trace_dir / TOP_OPS_FILENAME, self.top, self.device)
+
+    def step(self) -> None:
+        if self._prof is not None:
+            with _quiet_native_stderr():
+                self._prof.step()
+
+    def stop(self) -> None:
+        if self._prof is not None:
+            prof, self._prof = self._prof, None
+            with _quiet_native_stderr():
+                prof.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Kineto prints start/stop lines straight to file descriptor 2; hide them (only them) here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Profiler clears events.*")
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+@hookimpl
+def bench_make_profiler(run: RunContext) -> StepProfiler | None:
+    opts = run.bench
+    active = int(opts.getoption("profile_active", 2))
+    if active <= 0:
+        return None
+    return StepProfiler(run.profile_dir, int(opts.getoption("profile_wait", 0)),
+                        int(opts.getoption("profile_warmup", 1)), active, run.device,
+                        int(opts.getoption("profile_top", 10)))
+
+
+def write_top_ops(prof: Any, path: Path, top: int, device: str) -> None:
+    """The operators with the most self time in the recorded window, as JSON."""
+    events = [e for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
+    cuda = device == "cuda"
+
+    def self_device(e: Any) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
+
+    total_cpu = sum(e.self_cpu_time_total for e in events) or 1.0
+    total_dev = sum(self_device(e) for e in events) or 1.0
+    key = self_device if cuda else (lambda e: float(e.self_cpu_time_total))
+    rows = []
+    for e in sorted(events, key=key, reverse=True)[:top]:
+        rows.append({
+            "name": e.key,
+            "calls": int(e.count),
+            "self_cpu_us": float(e.self_cpu_time_total),
+            "self_cuda_us": self_device(e) if cuda else None,
+            "share": (self_device(e) / total_dev) if cuda else float(e.self_cpu_time_total) / total_cpu,
+        })
+    path.write_text(json.dumps({"device": device, "ops": rows}, indent=2))
+
+
+@hookimpl
+def bench_report_sections(results: Sequence[Any]) -> list[Any]:
+    from bench.results.report import Section
+
+    sections = []
+    for r in results:
+        folder = r.artifacts_dir()
+        path = folder / "profile" / TOP_OPS_FILENAME if folder is not None else None
+        if path is None or not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        cuda = data.get("device") == "cuda"
+        rows = tuple(
+            (op["name"][:48], op["calls"], f"{op['self_cpu_us'] / 1000:,.2f}",
+             *((f"{op['self_cuda_us'] / 1000:,.2f}",) if cuda else ()), f"{100 * op['share']:.1f}%")
+            for op in data["ops"]
+        )
+        headers = ("operator", "calls", "self CPU ms", *(("self CUDA ms",) if cuda else ()), "share of window")
+        label = f"{r.label}: " if r.label else ""
+        sections.append(Section(f"Top operators: {label}{r.strategy} ({r.run_dir})", headers, rows,
+                                f"profiled window only; traces: tensorboard --logdir {folder / 'profile'}"))
+    return sections

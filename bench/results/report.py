@@ -1,0 +1,185 @@
+"""Reports: sections (titled tables) from results, rendered as terminal text, markdown, CSV or JSON.
+
+The built-in ``report`` plugin contributes the standard sections through
+``bench_report_sections``; other plugins (the profiler, third parties) add their own the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.core.markers import hookimpl
+from bench.core.plain import to_data
+from bench.results.schema import RunResult
+
+FORMATS = ("table", "markdown", "csv", "json")
+PHASE_ORDER = ("setup", "baseline", "extract", "train", "eval")
+METRIC_ORDER = ("test_accuracy", "test_macro_f1", "best_val_accuracy", "exact_match_before", "exact_match_after",
+                "eval_loss", "eval_perplexity")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled table. ``note`` is one line shown under it (units, what was excluded)."""
+
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    note: str = ""
+
+
+# -------------------------------------------------------------------------------------------------
+# The built-in sections.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookimpl(tryfirst=True)
+def bench_report_sections(results: Sequence[RunResult]) -> list[Section]:
+    return standard_sections(results)
+
+
+def standard_sections(results: Sequence[RunResult]) -> list[Section]:
+    if not results:
+        return []
+    labelled = len({r.label for r in results}) > 1
+    sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
+                _parameters(results, labelled), _phases(results, labelled)]
+    failures = _failures(results, labelled)
+    if failures.rows:
+        sections.append(failures)
+    return [s for s in sections if s.rows]
+
+
+def _key(r: RunResult, labelled: bool) -> tuple[Any, ...]:
+    return (r.label, r.strategy) if labelled else (r.strategy,)
+
+
+def _key_headers(labelled: bool) -> tuple[str, ...]:
+    return ("run", "strategy") if labelled else ("strategy",)
+
+
+def _metrics(results: Sequence[RunResult], labelled: bool) -> Section:
+    names = [m for m in METRIC_ORDER if any(m in r.metrics for r in results)]
+    names += sorted({m for r in results for m in r.metrics} - set(names))
+    rows = tuple((*_key(r, labelled), r.status, *(_num(r.metrics.get(m), 4) for m in names)) for r in results)
+    return Section("Task metrics", (*_key_headers(labelled), "status", *names), rows)
+
+
+def _throughput(results: Sequence[RunResult], labelled: bool) -> Section:
+    rows = []
+    for r in results:
+        main = r.main_throughput()
+        if main is None:
+            continue
+        phase, tp = main
+        rows.append((*_key(r, labelled), phase, _num(tp.samples_per_s, 1), _num(tp.real_tokens_per_s, 0),
+                     _ms(tp.step.median_s if tp.step else None), _ms(tp.step.iqr_s if tp.step else None),
+                     f"{tp.timed_steps}/{tp.warmup_steps}/{tp.profiled_steps}", _num(tp.phase_samples_per_s, 1),
+                     _pct(r.mfu)))
+    return Section(
+        "Throughput", (*_key_headers(labelled), "phase", "samples/s", "real tokens/s", "step median ms",
+                       "step IQR ms", "steps timed/warm-up/profiled", "phase samples/s", "MFU"),
+        tuple(rows),
+        "samples/s and tokens/s from timed steps only (warm-up and profiled steps excluded); real tokens exclude "
+        "padding; phase samples/s is over the phase's whole wall time",
+    )
+
+
+def _memory(results: Sequence[RunResult], labelled: bool) -> Section:
+    rows = []
+    for r in results:
+        for p in sorted(r.phases, key=_phase_rank):
+            rows.append((*_key(r, labelled), p.name, _mib(p.cpu_peak_rss_bytes), _mib(p.gpu_peak_allocated_bytes),
+                         _mib(p.gpu_peak_reserved_bytes)))
+    return Section("Peak memory per phase (MiB)",
+                   (*_key_headers(labelled), "phase", "CPU peak RSS", "GPU peak allocated", "GPU peak reserved"),
+                   tuple(rows), "each figure measured in its own phase after a reset; '-' where not measured")
+
+
+def _parameters(results: Sequence[RunResult], labelled: bool) -> Section:
+    rows = []
+    for r in results:
+        if r.params is None:
+            continue
+        p = r.params
+        share = 100.0 * p.trainable / p.total if p.total else 0.0
+        modules = ", ".join(r.trained_modules[:4]) + (f" (+{len(r.trained_modules) - 4})" if len(r.trained_modules) > 4
+                                                       else "")
+        rows.append((*_key(r, labelled), f"{p.trainable:,}", f"{p.total:,}", f"{share:.2f}%", _mib(p.param_bytes),
+                     _mib(p.grad_bytes), _mib(p.optimizer_state_bytes), modules or "-"))
+    return Section("Parameters", (*_key_headers(labelled), "trainable", "total", "trainable %", "params MiB",
+                                  "grads MiB", "optimizer MiB", "trained modules"), tuple(rows))
+
+
+def _phases(results: Sequence[RunResult], labelled: bool) -> Section:
+    names = [p for p in PHASE_ORDER if any(r.phase(p) for r in results)]
+    names += sorted({p.name for r in results for p in r.phases} - set(names))
+    rows = tuple((*_key(r, labelled), *(_num(r.phase(n).wall_s if r.phase(n) else None, 1) for n in names),
+                  _num(r.wall_s, 1)) for r in results)
+    return Section("Wall time per phase (s)", (*_key_headers(labelled), *names, "total"), rows,
+                   "total includes process start-up and imports")
+
+
+def _failures(results: Sequence[RunResult], labelled: bool) -> Section:
+    rows = tuple((*_key(r, labelled), r.error.summary if r.error else "unknown") for r in results if not r.passed)
+    return Section("Failures", (*_key_headers(labelled), "error"), rows,
+                   "full tracebacks are in the results file")
+
+
+def _phase_rank(p: Any) -> int:
+    return PHASE_ORDER.index(p.name) if p.name in PHASE_ORDER else len(PHASE_ORDER)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.1f}"
+
+
+def _mib(nbytes: int | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:,.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+# -------------------------------------------------------------------------------------------------
+# Rendering.
+# -------------------------------------------------------------------------------------------------
+
+
+def render(sections: Sequence[Section], fmt: str, results: Sequence[RunResult] = ()) -> str:
+    """Render sections as ``table`` (terminal), ``markdown`` or ``csv``; ``json`` dumps the results."""
+    if fmt == "json":
+        return json.dumps([to_data(r) for r in results], indent=2)
+    if fmt == "csv":
+        return _csv(sections)
+    from tabulate import tabulate
+
+    table_fmt = "github" if fmt == "markdown" else "simple"
+    parts = []
+    for s in sections:
+        title = f"### {s.title}" if fmt == "markdown" else f"{s.title}\n{'=' * len(s.title)}"
+        body = tabulate(list(s.rows), headers=list(s.headers), tablefmt=table_fmt, disable_numparse=True)
+        note = f"\n{'*' + s.note + '*' if fmt == 'markdown' else '(' + s.note + ')'}" if s.note else ""
+        parts.append(f"{title}\n{body}{note}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _csv(sections: Sequence[Section]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for s in sections:
+        writer.writerow([f"# {s.title}"])
+        writer.writerow(s.headers)
+        writer.writerows(s.rows)
+        writer.writerow([])
+    return buf.getvalue()

@@ -1,0 +1,257 @@
+"""Sequence classification: data and model setup, fine-tuning and evaluation, shared by the
+built-in classification strategies and by plugins (``from bench.api import train_and_test``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench import speed
+from bench.core import progress
+from bench.core.context import RunContext
+from bench.core.fields import option as _opt
+from bench.core.strategy import StrategyOutput
+from bench.data.batching import (
+    Encoded,
+    batches,
+    encode_texts,
+    length_grouped_order,
+    random_order,
+    sorted_order,
+)
+from bench.measure.meter import param_counts
+from bench.models import layers
+from bench.models.loading import (
+    attention_implementation,
+    load_sequence_classifier,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model,
+)
+from bench.speed import SpeedOptions, prefix_cache
+from bench.training.loop import TrainOutcome, TrainSettings, train
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The training options every classification fine-tuning strategy shares (built-in or a plugin's,
+    e.g. the baselines, LoRA): same names, so ``--epochs 2`` sets them all."""
+
+    epochs: int = _opt(3, "training epochs")
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
+    batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step")
+    lr: float = _opt(2e-4, "peak learning rate (AdamW)")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
+    warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
+    max_length: int = _opt(128, "truncate inputs to this many tokens")
+    train_samples: int = _opt(3000, "training examples used (0: the whole training split)")
+    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
+    eval_batch_size: int = _opt(128, "batch size for validation and test")
+    attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager, measured faster here)")
+
+
+@dataclass(frozen=True)
+class TrainingConfig(TrainingOptions, SpeedOptions):
+    """The config of a strategy on the shared training path (:func:`train_and_test`): the training
+    options and the speed techniques (:class:`bench.speed.SpeedOptions`), which it applies."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainingConfig):
+    """Options of the built-in fine-tuning strategies (``all-layers``, ``last-layers``)."""
+
+    train_layers: str = _opt("all", f"what trains: {layers.SYNTAX}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Data tokenised once, with the tokenizer and the split sizes."""
+
+    data: Any
+    tokenizer: Any
+    source: str
+    train: list[Encoded]
+    validation: list[Encoded]
+    test: list[Encoded]
+    pad_id: int
+
+
+DATA_SEED = 0  # splits and subsets stay fixed across --seed, so seeds vary only training randomness
+
+
+def load_data(run: RunContext, train_samples: int, eval_samples: int) -> Any:
+    from bench.data.classification import load_classification
+
+    data = load_classification(run.bench.dataset, text_column=run.bench.getoption("text_column", "text"),
+                               label_column=run.bench.getoption("label_column", "label"), seed=DATA_SEED)
+    return data.subset(train=train_samples or None, validation=eval_samples or None, test=eval_samples or None,
+                       seed=DATA_SEED)
+
+
+def prepare(run: RunContext, train_samples: int, eval_samples: int, max_length: int) -> Prepared:
+    data = load_data(run, train_samples, eval_samples)
+    source = resolve_model(run.bench.model, "classification")
+    tok = load_tokenizer(source)
+
+    def enc(split: Any) -> list[Encoded]:
+        return encode_texts(tok, [e.text for e in split], [e.label for e in split], max_length)
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return Prepared(data, tok, source, enc(data.train), enc(data.validation), enc(data.test), pad)
+
+
+def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
+             hidden: list[Any] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast).
+    ``hidden``: the examples' cached prefix outputs, when ``model`` is a :func:`prefix_cache.suffix_model`."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    model.eval()
+    preds: list[Any] = []
+    labels: list[Any] = []
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    order = sorted_order([len(e) for e in examples], batch_size)
+    source = batches(examples, order, pad_id) if hidden is None else \
+        prefix_cache.cached_batches(examples, hidden, order, pad_id)
+    with torch.inference_mode():
+        for batch in progress.bar(source, desc="eval", total=len(order), unit="batch"):
+            inputs = batch.to(run.device)
+            with run.autocast():
+                out = model(**inputs)
+            logits = out.logits.float()
+            loss_sum += torch.nn.functional.cross_entropy(logits, inputs["labels"], reduction="sum").double().cpu()
+            preds.append(logits.argmax(-1).cpu())
+            labels.append(batch.tensors["labels"])
+    y_pred = torch.cat(preds).numpy()
+    y_true = torch.cat(labels).numpy()
+    return {
+        "accuracy": float((y_pred == y_true).mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+        "loss": float(loss_sum) / max(1, len(examples)),
+    }
+
+
+def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> StrategyOutput:
+    """Fine-tune a sequence classifier with ``train_layers`` trainable; evaluate the best epoch on test."""
+    with run.meter.phase("setup"):
+        prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
+        model = load_sequence_classifier(prep.source, prep.data.label_names,
+                                         attention_implementation(run.device, cfg.attn_implementation))
+        selection = layers.resolve(train_layers, model, always_train_new_head=True)
+        layers.apply(model, selection)
+        model.to(run.device)
+    done = train_and_test(run, cfg, prep, model)
+    outcome, test = done.outcome, done.test
+    return StrategyOutput(
+        metrics={
+            "test_accuracy": test["accuracy"],
+            "test_macro_f1": test["macro_f1"],
+            "best_val_accuracy": outcome.best_score if outcome.best_score is not None else float("nan"),
+            "test_loss": test["loss"],
+        },
+        params=param_counts(model, outcome.optimizer),
+        trained_parameters=selection.parameters,
+        trained_modules=selection.modules,
+        extra={
+            "train_layers": train_layers,
+            "model": prep.source,
+            "model_sha256": model_fingerprint(prep.source),
+            "data": data_summary(prep.data),
+            "best_epoch": outcome.best_epoch,
+            "optimizer_steps": outcome.steps,
+            "history": list(outcome.history),
+            "prefix_cache_bytes": done.prefix_cache_bytes,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Finetuned:
+    """What :func:`train_and_test` returns: the training outcome, the test metrics, and the bytes the
+    frozen-prefix cache held (0 when it was off; ``run.techniques`` says which techniques were on)."""
+
+    outcome: TrainOutcome
+    test: dict[str, float]
+    prefix_cache_bytes: int = 0
+
+
+def train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model: Any) -> Finetuned:
+    """Train ``model`` (its trainable parameters, already chosen; the model on the run's device) on
+    ``prep``, validating each epoch and keeping the best state, then evaluate on the test split.
+    ``cfg`` is a :class:`TrainingConfig` (plugins, e.g. LoRA, pass their own subclass and model).
+
+    The speed techniques of ``cfg`` apply through :func:`bench.speed.apply`, the same for every
+    strategy that calls this: among them, the last block computes only the first position where the
+    head reads only that one, and when the embeddings and the first blocks are frozen
+    (``last-layers``) their outputs are computed once (in the train phase for the training split, in
+    the eval phase for the validation split) and the epochs run the rest of the model only."""
+    n_batches = -(-len(prep.train) // cfg.batch_size)
+    with speed.apply(run, model, cfg, epochs=epochs_to_run(cfg, n_batches), classifier=True) as applied:
+        return _train_and_test(run, cfg, prep, model, applied, n_batches)
+
+
+def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model: Any, applied: speed.Applied,
+                    n_batches: int) -> Finetuned:
+    import contextlib
+
+    lengths = [len(e) for e in prep.train]
+    plan = applied.prefix_plan
+    train_hidden = val_hidden = None
+    cache_bytes = 0
+    if plan is not None:
+        with run.meter.phase("train"):
+            train_hidden = prefix_cache.compute(run, model, plan, prep.train, cfg.eval_batch_size, prep.pad_id,
+                                                "prefix (train)")
+        with run.meter.phase("eval"):
+            val_hidden = prefix_cache.compute(run, model, plan, prep.validation, cfg.eval_batch_size, prep.pad_id,
+                                              "prefix (validation)")
+        cache_bytes = prefix_cache.nbytes(train_hidden) + prefix_cache.nbytes(val_hidden)
+
+    with (prefix_cache.suffix_model(model, plan) if plan is not None else contextlib.nullcontext(model)) as trained:
+        def epoch_batches(epoch: int) -> Any:
+            if cfg.group_by_length:
+                order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
+            else:
+                order = random_order(len(lengths), cfg.batch_size, run.seed + epoch)
+            if train_hidden is None:
+                return batches(prep.train, order, prep.pad_id)
+            return prefix_cache.cached_batches(prep.train, train_hidden, order, prep.pad_id)
+
+        def validate() -> dict[str, float]:
+            m = evaluate(run, trained, prep.validation, cfg.eval_batch_size, prep.pad_id, val_hidden)
+            return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
+
+        settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
+                                 cfg.grad_accum, fused_optimizer=cfg.fused_optimizer)
+        outcome = train(run, speed.maybe_compile(trained, applied.options), epoch_batches, n_batches, settings,
+                        validate)
+    for cached in (train_hidden, val_hidden):
+        if cached is not None:
+            cached.clear()  # free the cache before the test pass
+    with run.meter.phase("eval"):
+        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    return Finetuned(outcome, test, cache_bytes)
+
+
+def epochs_to_run(cfg: TrainingConfig, batches_per_epoch: int) -> int:
+    """Epochs the training loop will start: ``cfg.epochs``, fewer when ``cfg.max_steps`` stops it sooner."""
+    if cfg.max_steps <= 0:
+        return cfg.epochs
+    steps_per_epoch = max(1, -(-batches_per_epoch // cfg.grad_accum))
+    return min(cfg.epochs, -(-cfg.max_steps // steps_per_epoch))
+
+
+def data_summary(data: Any) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "source": data.source,
+        "sha256": data.sha256,
+        "label_names": list(data.label_names),
+        "label_map": {str(k): v for k, v in data.label_map.items()},
+        "train": len(data.train),
+        "validation": len(data.validation),
+        "test": len(data.test),
+    }
