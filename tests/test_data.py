@@ -14,6 +14,7 @@ import pytest
 
 from bench.data import assets
 from bench.data import classification as data
+from bench.data import instructions
 from bench.data.classification import ClassificationData, TextExample
 from bench.data.instructions import InstructionExample, RatedSentence
 from bench.core.errors import DataError, UsageError
@@ -280,7 +281,7 @@ def test_alpaca_jsonl_with_and_without_input(tmp_path: Path) -> None:
         tmp_path / "a.jsonl",
         [{"instruction": "Say hi", "output": "hi"}, {"instruction": "Add", "input": "1 + 2", "output": "3"}],
     )
-    first, second = data.load_alpaca_jsonl(path)
+    first, second = instructions.load_alpaca_jsonl(path)
     assert first == InstructionExample("Say hi", "", "hi", source="a.jsonl", template="alpaca")
     assert second.prompt == "Add\n\n1 + 2" and first.prompt == "Say hi"
 
@@ -299,14 +300,14 @@ def test_alpaca_errors_name_the_line(tmp_path: Path, lines: list[str], message: 
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=message):
-        data.load_alpaca_jsonl(path)
+        instructions.load_alpaca_jsonl(path)
 
 
 def test_load_instruction_file_splits_with_seed(tmp_path: Path) -> None:
     path = _write_jsonl(
         tmp_path / "a.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(50)]
     )
-    split = data.load_instruction_file(path, seed=2, test_fraction=0.2)
+    split = instructions.load_instruction_file(path, seed=2, test_fraction=0.2)
     assert len(split.train) == 40 and len(split.test) == 10
     assert not {ex.instruction for ex in split.train} & {ex.instruction for ex in split.test}
 
@@ -325,12 +326,12 @@ def fake_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     sentences = [RatedSentence(1, 2.5, "train snippet 3"), RatedSentence(2, -1.5, "test snippet 4"),
                  RatedSentence(3, 3.0, "val snippet 5"), RatedSentence(4, 0.4, "too weak to count")]  # fmt: skip
     sentences += [RatedSentence(10 + i, 1.5 if i % 2 else -2.0, f"vader only {i}") for i in range(400)]
-    monkeypatch.setattr(data, "load_rotten_tomatoes", rotten)
-    monkeypatch.setattr(data, "vader_movie_sentences", lambda: sentences)
+    monkeypatch.setattr(instructions, "load_rotten_tomatoes", rotten)
+    monkeypatch.setattr(instructions, "vader_movie_sentences", lambda: sentences)
 
 
 def test_default_instructions_are_balanced_exact_and_recorded(fake_sources: None) -> None:
-    built = data.build_default_instructions(seed=0, n_train=61, n_test=30)
+    built = instructions.build_default_instructions(seed=0, n_train=61, n_test=30)
     assert len(built.train) == 61 and len(built.test) == 30
     sources = collections.Counter(ex.source for ex in built.train)
     assert sources == {"rotten-tomatoes": 21, "vader-movie-reviews": 20, "arithmetic": 20}
@@ -349,12 +350,12 @@ def test_default_instructions_are_balanced_exact_and_recorded(fake_sources: None
             assert ex.output in {"positive", "negative"} and ex.template.startswith("vader-")
     answers = collections.Counter(ex.output for ex in built.test if ex.source != "arithmetic")
     assert answers == {"fresh": 5, "rotten": 5, "positive": 5, "negative": 5}
-    assert data.build_default_instructions(seed=0, n_train=61, n_test=30) == built
-    assert data.build_default_instructions(seed=1, n_train=61, n_test=30) != built
+    assert instructions.build_default_instructions(seed=0, n_train=61, n_test=30) == built
+    assert instructions.build_default_instructions(seed=1, n_train=61, n_test=30) != built
 
 
 def test_default_instructions_keep_test_inputs_out_of_train(fake_sources: None) -> None:
-    built = data.build_default_instructions(seed=3, n_train=300, n_test=60)
+    built = instructions.build_default_instructions(seed=3, n_train=300, n_test=60)
     train_texts = {ex.prompt for ex in built.train}
     assert not train_texts & {ex.prompt for ex in built.test}
     rt_test = [ex.input for ex in built.test if ex.source == "rotten-tomatoes"]
@@ -364,7 +365,7 @@ def test_default_instructions_keep_test_inputs_out_of_train(fake_sources: None) 
 
 def test_default_instructions_too_many_requested(fake_sources: None) -> None:
     with pytest.raises(UsageError, match="rotten-tomatoes test: .* requested, only 30 available"):
-        data.build_default_instructions(n_train=30, n_test=300)
+        instructions.build_default_instructions(n_train=30, n_test=300)
 
 
 # ---------------------------------------------------------------------------------------------------- real data
@@ -409,7 +410,7 @@ def test_rotten_tomatoes_counts_and_movie_split(real: Path) -> None:
 
 @pytest.mark.assets
 def test_vader_movie_sentences(real: Path) -> None:
-    sentences = data.vader_movie_sentences()
+    sentences = instructions.vader_movie_sentences()
     assert len(sentences) == 10605
     signs = collections.Counter((s.mean_rating > 0) - (s.mean_rating < 0) for s in sentences)
     assert signs == {1: 5242, -1: 5326, 0: 37}
@@ -417,7 +418,7 @@ def test_vader_movie_sentences(real: Path) -> None:
 
 @pytest.mark.assets
 def test_default_instructions_on_real_data(real: Path) -> None:
-    built = data.build_default_instructions(seed=0, n_train=600, n_test=150)
+    built = instructions.build_default_instructions(seed=0, n_train=600, n_test=150)
     assert collections.Counter(ex.source for ex in built.test) == {
         "rotten-tomatoes": 50,
         "vader-movie-reviews": 50,
@@ -427,4 +428,4 @@ def test_default_instructions_on_real_data(real: Path) -> None:
     assert not keys & {
         data._dedup_key(ex.input) for ex in built.test if ex.input and ex.source != "arithmetic"
     }
-    assert data.build_default_instructions(seed=0, n_train=600, n_test=150) == built
+    assert instructions.build_default_instructions(seed=0, n_train=600, n_test=150) == built

@@ -85,8 +85,8 @@ def test_recorded_in_the_result_and_switchable(tiny_bert, sentiment_csv, tmp_pat
                      "--dataset", str(sentiment_csv), "--epochs", "1", "--train-samples", "0", "--batch-size", "8",
                      "--precision", "fp32", "--no-isolate", "--out", str(out), "-p", "no:profiler", "-q"]) == 0
         rows[value] = read_results(out)["results"][0]
-    assert rows["true"]["extra"]["first_token"] == {"used": True}
-    assert rows["false"]["extra"]["first_token"] == {"used": False, "reason": "first_token=false"}
+    assert rows["true"]["techniques"]["first_token"] == {"on": True, "detail": "last block computes position 0 only"}
+    assert rows["false"]["techniques"]["first_token"] == {"on": False, "detail": "first_token=false"}
     # fewer FLOPs counted per token with the last block cut to one position
     assert rows["true"]["flops_per_token"] < rows["false"]["flops_per_token"]
 

@@ -137,7 +137,7 @@ def test_every_hook_in_one_in_process_run(observed, tmp_path, capsys):
     data = read_results(out)
     assert data["machine"] == {"observer": True, "node": "test-node"}  # tryfirst: first result wins
     assert [s["kind"] for s in data["results"][0]["steps"]][:3] == ["warmup", "profiled", "timed"]
-    assert (out / "runs" / "toy-a" / "observer.txt").read_text() == "passed"
+    assert (out / "runs" / "toy-a-1" / "observer.txt").read_text() == "passed"
     text = capsys.readouterr().out
     assert "Observer\n" in text and "Task metrics" in text  # own section next to the built-in ones
     assert "observer saw 1 result(s)" in text
@@ -151,7 +151,8 @@ def test_run_hooks_are_called_in_the_run_process(observed, tmp_path):
     host = os.getpid()
     child = {e[0] for e in calls if e[1] in RUN_HOOKS}
     assert len(child) == 1 and host not in child
-    assert [e[1] for e in calls if e[0] in child] == ["configure", *RUN_HOOKS]  # historic: configured again
+    # the run process sets up as the host does, and unconfigures at the end
+    assert [e[1] for e in calls if e[0] in child] == ["addoption", "configure", *RUN_HOOKS, "unconfigure"]
     assert [e[2] for e in calls if e[1] == "configure"] == ["iso", "iso"]  # the option reached the child
     assert [e[1:] for e in calls if e[1] == "result_ready"] == [["result_ready", "toy-a", "passed"]]
     assert next(e[0] for e in calls if e[1] == "result_ready") == host

@@ -114,7 +114,7 @@ def test_protocol_problems_point_to_the_guide(tmp_path, capsys, body, problem):
         return
     assert code == 2
     err = one_line_error(capsys)
-    assert "strategy 'proto' does not satisfy the bench.Strategy protocol" in err and problem in err
+    assert "strategy 'proto' does not satisfy the bench.api.Strategy protocol" in err and problem in err
     assert "docs/writing-plugins.md" in err
 
 

@@ -85,8 +85,11 @@ def test_training_with_the_cache_matches_training_without(tiny_bert, sentiment_c
                      "--out", str(out), "-p", "no:profiler", "-q"]) == 0
         rows[cache] = read_results(out)["results"][0]
     used, unused = rows["true"], rows["false"]
-    assert used["extra"]["prefix_cache"]["used"] is True and used["extra"]["prefix_cache"]["frozen_blocks"] == 1
-    assert unused["extra"]["prefix_cache"] == {"used": False, "reason": "prefix_cache=false"}
+    assert used["techniques"]["prefix_cache"] == {
+        "on": True, "detail": "embeddings + blocks 0-0 cached; 1 block(s) and the head train"}
+    assert used["extra"]["prefix_cache_bytes"] > 0
+    assert unused["techniques"]["prefix_cache"] == {"on": False, "detail": "prefix_cache=false"}
+    assert unused["extra"]["prefix_cache_bytes"] == 0
     assert used["trained_parameters"] == unused["trained_parameters"]
     assert used["metrics"]["test_loss"] == pytest.approx(unused["metrics"]["test_loss"], rel=1e-4)
     assert used["metrics"]["best_val_accuracy"] == unused["metrics"]["best_val_accuracy"]
@@ -99,8 +102,8 @@ def test_no_cache_when_every_example_is_seen_once(tiny_bert, sentiment_csv, tmp_
     assert main(["run", "-s", "last-layers", "--model", str(tiny_bert), "--dataset", str(sentiment_csv),
                  "--epochs", "1", "--train-samples", "0", "--batch-size", "8", "--no-isolate", "--out", str(out),
                  "-p", "no:profiler", "-q"]) == 0
-    cache = read_results(out)["results"][0]["extra"]["prefix_cache"]
-    assert cache == {"used": False, "reason": "one epoch: no prefix output is used twice"}
+    cache = read_results(out)["results"][0]["techniques"]["prefix_cache"]
+    assert cache == {"on": False, "detail": "one epoch: no prefix output is used twice"}
 
 
 def test_epochs_to_run_counts_the_max_steps_limit():

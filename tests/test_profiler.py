@@ -27,7 +27,7 @@ def test_traces_load_with_torch_tb_profiler(profiled_run):
     from torch_tb_profiler.profiler.data import RunProfileData
     from torch_tb_profiler.profiler.run_generator import RunGenerator
 
-    folder = profiled_run / "profile" / "all-layers"
+    folder = profiled_run / "runs" / "all-layers-1" / "profile"
     traces = [p for p in folder.iterdir() if consts.WORKER_PATTERN.match(p.name)]
     assert len(traces) == 1, list(folder.iterdir())
     match = consts.WORKER_PATTERN.match(traces[0].name)
@@ -60,7 +60,7 @@ def test_tensorboard_scalars_beside_traces(profiled_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(profiled_run / "profile" / "all-layers"))
+    acc = EventAccumulator(str(profiled_run / "runs" / "all-layers-1" / "profile"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/samples_per_s", "val_accuracy"} <= tags
@@ -90,7 +90,7 @@ def test_no_profiler_means_no_profiled_steps_and_no_traces(tiny_bert, sentiment_
                  "-p", "no:profiler", "--no-isolate"]) == 0
     result = read_results(out)["results"][0]
     assert "profiled" not in {s["kind"] for s in result["steps"]}
-    assert not list((out / "profile").rglob("*.pt.trace.json"))
+    assert not list(out.rglob("*.pt.trace.json"))
 
 
 def test_peak_table_prefers_specific_names():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bench.core import progress
 from bench.host.cli import main
 
@@ -28,5 +30,17 @@ def test_quiet_flag_turns_bars_and_status_off(toy_dir, tmp_path, monkeypatch, ca
     monkeypatch.setenv("BENCH_PROGRESS", "1")
     assert main(["-q", "run", "--plugins-dir", str(toy_dir), "-s", "toy-a", "--no-isolate",
                  "--out", str(tmp_path / "o"), "-p", "no:profiler"]) == 0
-    assert progress.enabled() is False
     assert "running toy-a" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]["provenance"]["settings"]["quiet"]
+
+
+def test_quiet_mode_holds_while_configured_and_is_restored_after(monkeypatch):
+    from bench.core.config import BenchConfig
+    from bench.host.harness import Harness
+
+    monkeypatch.setenv("BENCH_PROGRESS", "1")
+    harness = Harness()
+    assert progress.enabled() is True
+    with harness.configured(BenchConfig(quiet=True)):
+        assert progress.enabled() is False
+    assert progress.enabled() is True

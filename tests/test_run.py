@@ -44,7 +44,7 @@ def test_profiler_window_is_apart_from_timed_steps(toy_dir, tmp_path):
                "--profile-warmup", "1", "--profile-active", "2") == 0
     steps = read_results(out)["results"][0]["steps"]
     assert [s["kind"] for s in steps] == ["warmup", "profiled", "profiled", "profiled"] + ["timed"] * 4
-    assert (out / "profile" / "toy-a").is_dir()
+    assert (out / "runs" / "toy-a-1" / "profile").is_dir()
 
 
 def test_raising_strategy_is_a_failed_row_and_others_still_run(toy_dir, tmp_path, capsys):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.data import instructions
 from bench.training import sft
 from bench.data.batching import collate
 from bench.host.cli import main
@@ -312,30 +313,30 @@ def test_hub_dataset_path(monkeypatch):
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda dataset_id: loaded  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    data = sft.load_instruction_data("someone/alpaca-mini", seed=0, train_samples=0, eval_samples=0)
+    data = instructions.load_instruction_data("someone/alpaca-mini", seed=0, train_samples=0, eval_samples=0)
     assert (len(data.train), len(data.test)) == (27, 3) and data.source.startswith("hub:someone/alpaca-mini")
     assert data.train[0].source == "someone/alpaca-mini"
     loaded["train"] = Table([{"prompt": "x", "output": "y"}])
     with pytest.raises(DataError, match="no column 'instruction'"):
-        sft.load_instruction_data("someone/other", seed=0, train_samples=0, eval_samples=0)
+        instructions.load_instruction_data("someone/other", seed=0, train_samples=0, eval_samples=0)
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(UsageError, match="pip install datasets"):
-        sft.load_instruction_data("someone/alpaca-mini", seed=0, train_samples=0, eval_samples=0)
+        instructions.load_instruction_data("someone/alpaca-mini", seed=0, train_samples=0, eval_samples=0)
 
 
 def test_default_set_cut_round_robin_by_source():
     pool = tuple(_ex(inp=str(i), source=src) for i, src in enumerate("aabbbbcaca"))
-    cut = sft._round_robin(pool, 5)
+    cut = instructions._round_robin(pool, 5)
     assert [e.input for e in cut] == ["0", "1", "2", "3", "6"]  # a, a, b, b, c: in turn, original order kept
-    assert set(sft._round_robin(pool, 3)) <= set(cut) and sft._round_robin(pool, 0) == pool
+    assert set(instructions._round_robin(pool, 3)) <= set(cut) and instructions._round_robin(pool, 0) == pool
 
 
 def test_file_subsets_are_seeded(alpaca_jsonl):
-    a = sft.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
-    b = sft.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
+    a = instructions.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
+    b = instructions.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=10, eval_samples=2)
     assert a == b and (len(a.train), len(a.test)) == (10, 2)
-    assert sft.load_instruction_data(str(alpaca_jsonl), seed=2, train_samples=10, eval_samples=2) != a
-    whole = sft.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=0, eval_samples=0)
+    assert instructions.load_instruction_data(str(alpaca_jsonl), seed=2, train_samples=10, eval_samples=2) != a
+    whole = instructions.load_instruction_data(str(alpaca_jsonl), seed=1, train_samples=0, eval_samples=0)
     assert (len(whole.train), len(whole.test)) == (36, 4) and whole.train[0].template == "alpaca"
 
 

@@ -138,7 +138,8 @@ def test_a_builtin_strategy_passes_with_its_frozen_layers_checked(tmp_path):
     assert [m.type for m in frozen.models] == ["BertForSequenceClassification"]
     assert frozen.checked > 0 and not frozen.changed and not frozen.unmatched_trained
     assert frozen.models[0].changed_trained > 0  # what it declared did train
-    assert (report.out_dir / "runs" / "last-layers" / "bench-testing.json").is_file()
+    assert (report.out_dir / report.result.run_dir / "bench-testing.json").is_file()
+    assert report.result.run_dir == "runs/last-layers-1"
 
 
 def test_isolated_check_loads_the_strategy_module_in_the_run_process(kit, tmp_path):

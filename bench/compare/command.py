@@ -78,7 +78,9 @@ def write_report(path: Path, text: str) -> None:
 
 
 def metrics_help() -> str:
-    """The documented metric names (the module docstring's list), for ``--help-metrics``."""
-    doc = __doc__ or ""
+    """The documented metric names (the list in :mod:`bench.compare.metrics`), for ``--list-metrics``."""
+    from bench.compare import metrics
+
+    doc = metrics.__doc__ or ""
     start = doc.index("Metrics (")
     return doc[start:].strip() + "\n"

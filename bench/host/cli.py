@@ -187,7 +187,8 @@ def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str 
                output: str | None) -> int:
     import dataclasses
 
-    from bench.results.report import plot, render
+    from bench.results.plot import plot
+    from bench.results.report import render
     from bench.results.store import load_results
 
     results = []

@@ -103,6 +103,8 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "wall_s": wall_s,
         "techniques": {k: TechniqueUse(on, detail) for k, (on, detail) in run.techniques.items()},
     }
+    if error is None and output is not None:
+        error = _unserialisable_error(output)
     if error is not None or output is None:
         assert error is not None
         info = ErrorInfo(type(error).__name__, str(error),
@@ -120,6 +122,26 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         **_mfu(meter, provenance),
         **common,
     )
+
+
+class UnserialisableOutput(Exception):
+    """A strategy returned metrics or extra that JSON cannot hold: its row fails, naming the keys."""
+
+
+def _unserialisable_error(output: StrategyOutput) -> UnserialisableOutput | None:
+    import json
+
+    bad = []
+    for where, mapping in (("metrics", output.metrics), ("extra", output.extra)):
+        for key, value in mapping.items():
+            try:
+                json.dumps(to_data(value), allow_nan=where == "metrics")
+            except (TypeError, ValueError) as exc:
+                bad.append(f"StrategyOutput.{where}[{key!r}] ({type(value).__name__}: {exc})")
+    if not bad:
+        return None
+    return UnserialisableOutput(f"{'; '.join(bad)}: not JSON-serialisable; give plain numbers, strings, lists and "
+                                "dicts")
 
 
 def _mfu(meter: Meter, provenance: Provenance) -> dict[str, Any]:

@@ -82,13 +82,14 @@ def load_inputs(bench_config: Any, cfg: SftOptions) -> SftInputs:
     """Resolve the model, load its tokenizer, load and encode the data as ``cfg`` says; a split left with
     no example (every prompt too long) is a DataError. Shared by ``sft`` and the strategies that compare
     with it (``lora-sft``, ``hf-trainer-sft``)."""
+    from bench.data.instructions import load_instruction_data
     from bench.models.loading import load_tokenizer, resolve_model
     from bench.training import sft
 
     source = resolve_model(bench_config.model, "causal-lm")
     tokenizer = load_tokenizer(source)
     style = sft.prompt_style(tokenizer, cfg.prompt_format)
-    data = sft.load_instruction_data(bench_config.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
+    data = load_instruction_data(bench_config.dataset, seed=cfg.data_seed, train_samples=cfg.train_samples,
                                      eval_samples=cfg.eval_samples, test_fraction=cfg.test_fraction)
     train_split = sft.encode(tokenizer, data.train, style, cfg.max_length)
     test_split = sft.encode(tokenizer, data.test, style, cfg.max_length)
