@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.core.errors import AssetError, UsageError
 from bench.data import assets
 from bench.data.assets import AssetSpec
-from bench.core.errors import AssetError, UsageError
 
 FAKE_FILES = {
     "fakeasset/data/a.txt": b"alpha\n",

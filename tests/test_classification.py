@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import read_results
 
-from bench.models import layers
-from bench.host.cli import main
 from bench.core.errors import UsageError
+from bench.host.cli import main
+from bench.models import layers
 
 
 def tiny(kind: str):
@@ -87,10 +87,10 @@ def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
     assert trained and all(p.startswith(("bert.encoder.layer.1.", "classifier.")) for p in trained)
 
     # Re-run the same training in-process and compare parameters before/after.
-    from bench.training import classify
     from bench.core.config import BenchConfig
-    from bench.measure.meter import Meter
     from bench.core.context import RunContext
+    from bench.measure.meter import Meter
+    from bench.training import classify
     from strategies.all_layers import AllLayers, AllLayersConfig
 
     before: dict[str, torch.Tensor] = {}

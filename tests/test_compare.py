@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.host.cli import main
-from bench.compare.metrics import DEFAULT_THRESHOLDS, parse_threshold, thresholds_from
 from bench.compare.comparison import compare
+from bench.compare.metrics import DEFAULT_THRESHOLDS, parse_threshold, thresholds_from
 from bench.compare.sources import load_source, source_from_results
 from bench.compare.statistics import mann_whitney_p
 from bench.core.errors import UsageError
+from bench.core.strategy import ParamCounts
+from bench.host.cli import main
 from bench.results.schema import (
     SCHEMA_VERSION,
     PhaseMeasure,
@@ -24,7 +25,6 @@ from bench.results.schema import (
     StepSample,
 )
 from bench.results.store import save_results
-from bench.core.strategy import ParamCounts
 
 # -------------------------------------------------------------------------------------------------
 # Synthetic results.

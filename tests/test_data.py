@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import assets
+from bench.core.errors import DataError, UsageError
+from bench.data import assets, instructions
 from bench.data import classification as data
-from bench.data import instructions
 from bench.data.classification import ClassificationData, TextExample
 from bench.data.instructions import InstructionExample, RatedSentence
-from bench.core.errors import DataError, UsageError
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> Path:

@@ -1,6 +1,6 @@
 """Documentation is tested (datasette's tests/test_docs.py idea):
 
-* docs/hooks.md is generated from bench/hookspecs.py and must match it (``python tests/test_docs.py
+* docs/hooks.md is generated from bench/host/hookspecs.py and must match it (``python tests/test_docs.py
   --write`` regenerates it);
 * every hook is documented there and in docs/writing-plugins.md, and used by at least one test;
 * docs/writing-plugins.md works as written: its files (code blocks whose first line is a ``# path``
@@ -32,17 +32,17 @@ pytest_plugins = ["pytester"]
 
 
 # -------------------------------------------------------------------------------------------------
-# docs/hooks.md, generated from bench/hookspecs.py.
+# docs/hooks.md, generated from bench/host/hookspecs.py.
 # -------------------------------------------------------------------------------------------------
 
 HOOKS_INTRO = """\
 # Hook reference
 
-<!-- Generated from bench/hookspecs.py by `python tests/test_docs.py --write`; do not edit by hand.
+<!-- Generated from bench/host/hookspecs.py by `python tests/test_docs.py --write`; do not edit by hand.
      tests/test_docs.py fails when this file and the hookspecs disagree. -->
 
 Every hook finetune-bench calls, in the order of the phases they belong to. Implement a hook with a
-function of the same name marked `@bench.core.markers` in your plugin module; take any subset of its
+function of the same name marked `@hookimpl` (from `bench.api`) in your plugin module; take any subset of its
 arguments, by exactly these names (pluggy passes them by name; a misspelt argument or hook name
 stops `bench` with a message saying which). How the results of several plugins combine:
 
@@ -146,7 +146,7 @@ def render_hooks_md() -> str:
 def test_hooks_md_is_generated_from_the_hookspecs():
     assert HOOKS_MD.is_file(), "docs/hooks.md is missing: run python tests/test_docs.py --write"
     assert HOOKS_MD.read_text(encoding="utf-8") == render_hooks_md(), (
-        "docs/hooks.md is out of date with bench/hookspecs.py: run python tests/test_docs.py --write")
+        "docs/hooks.md is out of date with bench/host/hookspecs.py: run python tests/test_docs.py --write")
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_sources() -> dict[str, str]:
 def test_hook_is_documented(hook, guide):
     from bench.host import hookspecs
 
-    assert (inspect.getdoc(getattr(hookspecs, hook)) or "").strip(), f"{hook} has no docstring in bench/hookspecs.py"
+    assert (inspect.getdoc(getattr(hookspecs, hook)) or "").strip(), f"{hook} has no docstring in bench/host/hookspecs.py"
     assert f"### `{hook}`" in HOOKS_MD.read_text(encoding="utf-8"), f"{hook} has no section in docs/hooks.md"
     assert re.search(rf"`{hook}[`(]", guide), f"{hook} is not in the hook table of docs/writing-plugins.md"
 

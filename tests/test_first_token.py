@@ -8,9 +8,9 @@ import transformers as tf
 from conftest import read_results
 from test_classification import tiny
 
-from bench.speed import first_token
-from bench.models import layers
 from bench.host.cli import main
+from bench.models import layers
+from bench.speed import first_token
 
 
 def sensitive(model):
@@ -94,8 +94,8 @@ def test_recorded_in_the_result_and_switchable(tiny_bert, sentiment_csv, tmp_pat
 def test_with_the_prefix_cache_for_the_head_alone():
     model = _model("bert", "eager").eval()
     layers.apply(model, layers.resolve("head", model, always_train_new_head=True))
-    from bench.speed import prefix_cache
     from bench.data.batching import Encoded, batches
+    from bench.speed import prefix_cache
 
     examples = [Encoded((1, 5, 6, 7), 0), Encoded((1, 8, 9), 1), Encoded((1, 4, 4, 4, 4, 9), 0)]
     block, _ = first_token.plan(model)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import write_toy
 
-from bench.host.cli import main
 from bench.core.config import PluginSpec
 from bench.core.errors import PluginError, UsageError
+from bench.host.cli import main
 from bench.host.plugins import PluginHost
 from bench.host.registry import StrategyRegistry
 

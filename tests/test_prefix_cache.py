@@ -9,10 +9,10 @@ from conftest import read_results
 from test_classification import tiny
 from test_first_token import sensitive
 
-from bench.models import layers
-from bench.speed import prefix_cache
 from bench.data.batching import Encoded, batches, sorted_order
 from bench.host.cli import main
+from bench.models import layers
+from bench.speed import prefix_cache
 
 
 class _Run:

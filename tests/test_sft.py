@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from bench.data import instructions
-from bench.training import sft
-from bench.data.batching import collate
-from bench.host.cli import main
-from bench.data.instructions import InstructionExample
 from bench.core.errors import DataError, UsageError
+from bench.data import instructions
+from bench.data.batching import collate
+from bench.data.instructions import InstructionExample
+from bench.host.cli import main
 from bench.models.loading import load_causal_lm, load_tokenizer, resolve_model
+from bench.training import sft
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|>{% endfor %}"
@@ -250,8 +250,8 @@ class _ScriptedLM:
 
 
 def test_generation_left_pads_stops_at_eos_and_scores_per_source(tiny_llama):
-    from bench.measure.meter import Meter
     from bench.core.context import RunContext
+    from bench.measure.meter import Meter
 
     tok = load_tokenizer(str(tiny_llama))
     vocab = tok.get_vocab()
@@ -280,8 +280,8 @@ def test_generation_left_pads_stops_at_eos_and_scores_per_source(tiny_llama):
 
 
 def test_real_generation_on_tiny_model_is_well_formed(tiny_gpt2):
-    from bench.measure.meter import Meter
     from bench.core.context import RunContext
+    from bench.measure.meter import Meter
 
     tok = load_tokenizer(str(tiny_gpt2))
     model = load_causal_lm(str(tiny_gpt2), "eager")

@@ -111,8 +111,8 @@ def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_tiny_builders_make_loadable_models_and_data(tmp_path):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from bench.data.instructions import load_alpaca_jsonl
     from bench.data.classification import load_classification
+    from bench.data.instructions import load_alpaca_jsonl
 
     bert = tiny_bert(tmp_path / "bert")
     tok = AutoTokenizer.from_pretrained(bert)

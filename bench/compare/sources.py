@@ -50,7 +50,7 @@ def load_source(spec: str | Path, baseline_dir: str | Path | None = None) -> Sou
     """A results file, a run folder, a saved baseline name, or a pytest-benchmark JSON file."""
     path = Path(spec)
     if not path.exists():
-        from bench.compare.baseline import baseline_path, resolve_baseline_dir
+        from bench.compare.saved import baseline_path, resolve_baseline_dir
 
         folder = resolve_baseline_dir(baseline_dir)
         candidate = baseline_path(str(spec), folder, check_name=False)

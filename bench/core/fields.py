@@ -19,9 +19,9 @@ def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
 def field_types(config_class: type) -> dict[str, Any]:
     """Field name -> resolved type annotation of a config dataclass."""
     hints = typing.get_type_hints(config_class)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
 
 
 def field_help(config_class: type) -> dict[str, str]:
     """Field name -> its help text (``metadata["help"]``, empty when none)."""
-    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(config_class)}

@@ -31,10 +31,17 @@ class Strategy(Protocol):
         devices: optional tuple of devices it supports (default: ``("cpu", "cuda")``).
     """
 
-    name: str
-    description: str
-    task: str
-    config_class: type
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def config_class(self) -> type: ...  # read-only: a strategy's class attribute is a subtype
 
     def run(self, run: RunContext) -> StrategyOutput:
         """Prepare model and data, train inside ``run.meter``'s phases and steps, evaluate."""
@@ -66,7 +73,7 @@ def protocol_problems(obj: object) -> list[str]:
 
 
 def _has_no_default(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ Nothing heavy is imported at module import time: torch and transformers load ins
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import io
 import json
@@ -445,13 +446,17 @@ def _entries(data: Path | bytes, archive_name: str) -> Iterator[tuple[str, Opene
         with zipfile.ZipFile(source) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    yield info.filename, (lambda info=info: archive.open(info))
+                    yield info.filename, functools.partial(archive.open, info)
         return
     kwargs = {"name": str(data)} if isinstance(data, Path) else {"fileobj": io.BytesIO(data)}
     with tarfile.open(mode="r:*", **kwargs) as archive:
         for member in archive.getmembers():
             if member.isfile():
-                yield member.name, (lambda member=member: _must(archive.extractfile(member)))
+                yield member.name, functools.partial(_extract_member, archive, member)
+
+
+def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    return _must(archive.extractfile(member))
 
 
 def _must(handle: IO[bytes] | None) -> IO[bytes]:
@@ -731,8 +736,8 @@ def _dequantise_gguf(gguf_file: Path, out_dir: Path) -> None:
         gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
     )
     # A GGUF-loaded model counts as quantised; its weights are plain fp32 tensors after loading.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as a module attribute by transformers
+    setattr(model, "is_quantized", False)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)

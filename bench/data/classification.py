@@ -84,7 +84,7 @@ class ClassificationData:
             split: _stratified_sample(getattr(self, split), size, seed=seed, salt=split)
             for split, size in sizes.items()
         }
-        return replace(self, **picked)
+        return replace(self, train=picked["train"], validation=picked["validation"], test=picked["test"])
 
 
 def _stratified_sample(

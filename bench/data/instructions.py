@@ -236,8 +236,10 @@ def build_default_instructions(seed: int = 0, n_train: int = 600, n_test: int = 
         if abs(sentence.mean_rating) < VADER_MIN_ABS_MEAN:
             continue
         key = _dedup_key(sentence.text)
-        split = rt_split.get(key)
-        if split is None:
+        found = rt_split.get(key)
+        if found is not None:
+            split = found
+        else:
             split = "test" if int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10 == 0 else "train"
         if split in vader_pool:
             vader_pool[split].append((sentence.text, "positive" if sentence.mean_rating > 0 else "negative"))

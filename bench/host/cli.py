@@ -155,10 +155,10 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
                  f"{config.seed}, preset {config.preset}, {'isolated processes' if config.isolate else 'in-process'}")
         out.line(f"results: {config.out_dir / 'results.json'}")
-        for name, cfg in resolved.items():
+        for name, cfg in dict(resolved).items():
             out.line(f"  {name}: {_short_config(cfg)}")
         try:
-            session = harness.run(list(resolved), on_start=lambda n: out.line(f"running {n} ..."))
+            session = harness.run([name for name, _ in resolved], on_start=lambda n: out.line(f"running {n} ..."))
         except KeyboardInterrupt:
             kept = harness.session
             print(f"{PROG}: interrupted; {sum(r.passed for r in kept.results) if kept else 0} finished result(s) "
@@ -189,9 +189,10 @@ def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str 
 
     from bench.results.plot import plot
     from bench.results.report import render
+    from bench.results.schema import RunResult
     from bench.results.store import load_results
 
-    results = []
+    results: list[RunResult] = []
     files = [load_results(p) for p in paths]
     labels = _labels(paths) if len(paths) > 1 else [""] * len(paths)
     for label, loaded in zip(labels, files):

@@ -98,9 +98,9 @@ class Harness:
         """Every option name a run accepts: declared options and strategy config fields."""
         return [o.dest for o in self.parser.options] + list(self.strategy_fields)
 
-    def selection(self, config: BenchConfig) -> dict[str, Any]:
-        """The strategies a run of ``config`` runs, each with its resolved config; bad names, options
-        and values fail here, before any work."""
+    def selection(self, config: BenchConfig) -> list[tuple[str, Any]]:
+        """The strategies a run of ``config`` runs, in order (a name given twice runs twice), each with its
+        resolved config; bad names, options and values fail here, before any work."""
         names = list(config.strategies) or self.registry.default_selection()
         if not names:
             raise UsageError("no strategy selected and no built-in strategy found; `bench list` shows what is "
@@ -108,7 +108,7 @@ class Harness:
         for name in names:
             self.registry.get(name)  # unknown names fail here, with a suggestion
         unknown_override_strategies(config, self.registry.names())
-        return {name: strategy_config(self.registry.get(name).strategy, config) for name in names}
+        return [(name, strategy_config(self.registry.get(name).strategy, config)) for name in names]
 
     @contextmanager
     def configured(self, config: BenchConfig) -> Iterator[BenchConfig]:

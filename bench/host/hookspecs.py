@@ -85,7 +85,7 @@ def bench_unconfigure(config: BenchConfig) -> None:
 
 
 @hookspec
-def bench_register_strategies() -> Sequence[Strategy]:
+def bench_register_strategies() -> Sequence[Strategy] | None:
     """Return the strategies this plugin provides.
 
     Called when the registry is built (host and run processes), once per plugin that implements it,

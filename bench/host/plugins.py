@@ -19,6 +19,7 @@ A plugin that fails to import stops the command with one line naming it and sayi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -99,19 +100,19 @@ class PluginHost:
         for impl in ordered:
             others = [i.plugin for i in plain if i.plugin is not impl.plugin]
             sub = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
-            yield impl.plugin_name, (lambda sub=sub: sub(**kwargs))
+            yield impl.plugin_name, functools.partial(sub, **kwargs)
 
     def owner_of_caller(self, hook_name: str, frame: FrameType | None) -> str:
         """The name of the plugin whose ``hook_name`` implementation is on the call stack at ``frame``
         (e.g. which plugin's ``bench_addoption`` is declaring an option), else ``""``."""
-        codes: dict[CodeType, str] = {}
+        codes: dict[int, str] = {}  # by identity: two plugins' identical functions have equal code objects
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            code = getattr(impl.function, "__code__", None)
+            code: CodeType | None = getattr(impl.function, "__code__", None)
             if code is not None:
-                codes[code] = impl.plugin_name
+                codes[id(code)] = impl.plugin_name
         while frame is not None:
-            if frame.f_code in codes:
-                return codes[frame.f_code]
+            if id(frame.f_code) in codes:
+                return codes[id(frame.f_code)]
             frame = frame.f_back
         return ""
 

@@ -35,7 +35,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
+    model: str = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

@@ -48,7 +48,7 @@ def standard_sections(results: Sequence[RunResult]) -> list[Section]:
         return []
     labelled = len({r.label for r in results}) > 1
     sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
-                _parameters(results, labelled), _phases(results, labelled)]
+                _parameters(results, labelled), _phases(results, labelled), techniques_section(results, labelled)]
     failures = _failures(results, labelled)
     if failures.rows:
         sections.append(failures)
@@ -119,10 +119,38 @@ def _parameters(results: Sequence[RunResult], labelled: bool) -> Section:
 def _phases(results: Sequence[RunResult], labelled: bool) -> Section:
     names = [p for p in PHASE_ORDER if any(r.phase(p) for r in results)]
     names += sorted({p.name for r in results for p in r.phases} - set(names))
-    rows = tuple((*_key(r, labelled), *(_num(r.phase(n).wall_s if r.phase(n) else None, 1) for n in names),
-                  _num(r.wall_s, 1)) for r in results)
+    rows = tuple((*_key(r, labelled), *(_num(_wall(r, n), 1) for n in names), _num(r.wall_s, 1)) for r in results)
     return Section("Wall time per phase (s)", (*_key_headers(labelled), *names, "total"), rows,
                    "total includes process start-up and imports")
+
+
+def techniques_section(results: Sequence[RunResult], labelled: bool = False) -> Section:
+    """Which speed techniques each row ran with; the note names those that differ between rows (their
+    throughputs then measure the techniques as well as the strategies)."""
+    recorded = [r for r in results if r.techniques]
+    names = list(dict.fromkeys(n for r in recorded for n in r.techniques))  # in the order they were applied
+    rows = tuple((*_key(r, labelled), *(_on_off(r, n) for n in names)) for r in recorded)
+    differ = [n for n in names if len({_on_off(r, n) for r in recorded}) > 1]
+    if differ:
+        details = []
+        for n in differ:
+            off = [f"{r.strategy}: {r.techniques[n].detail}" for r in recorded
+                   if n in r.techniques and not r.techniques[n].on and r.techniques[n].detail]
+            details.append(f"{n}" + (f" (off for {'; '.join(off)})" if off else ""))
+        note = "rows differ in " + ", ".join(details) + "; their speed figures measure these techniques too"
+    else:
+        note = "every row ran with the same techniques" if len(recorded) > 1 else ""
+    return Section("Speed techniques", (*_key_headers(labelled), *names), rows, note)
+
+
+def _on_off(r: RunResult, name: str) -> str:
+    use = r.techniques.get(name)
+    return "-" if use is None else "on" if use.on else "off"
+
+
+def _wall(r: RunResult, phase: str) -> float | None:
+    measure = r.phase(phase)
+    return measure.wall_s if measure is not None else None
 
 
 def _failures(results: Sequence[RunResult], labelled: bool) -> Section:

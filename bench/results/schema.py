@@ -206,7 +206,7 @@ def from_data(cls: Any, data: Any) -> Any:
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: from_data(hints[k], v) for k, v in data.items() if k in names}
-        return cls(**kwargs)
+        return typing.cast(Any, cls)(**kwargs)
     if origin in (dict, Mapping, typing.Mapping) or cls is dict:
         args = typing.get_args(cls)
         value_type = args[1] if len(args) == 2 else Any

@@ -46,7 +46,10 @@ def tiny_bert(folder: str | Path, *, layers: int = 2, hidden: int = 32, seed: in
     import inspect
 
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    import transformers
+    from transformers import BertConfig, BertModel
+
+    BertTokenizerFast = getattr(transformers, "BertTokenizerFast")  # noqa: B009, N806 - lazily exported
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

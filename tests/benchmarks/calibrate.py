@@ -57,7 +57,7 @@ def run_round(folder: Path, mode: str, model: Path, data: Path, threads: int, sl
     env = dict(os.environ, BENCH_PROGRESS="0", BENCH_SLOWDOWN=str(slowdown), OMP_NUM_THREADS=str(threads))
     for name, slow in TIMING_RUNS.items():
         plugins = ["--plugins-dir", str(SLOWDOWN_PLUGINS)] if slow else []
-        cmd = [sys.executable, "-m", "bench.host.cli", "-q", *plugins, "run", "--model", str(model), "--dataset",
+        cmd = [sys.executable, "-m", "bench", "-q", *plugins, "run", "--model", str(model), "--dataset",
                str(data), "--out", str(folder / name), *TIMING_ARGS]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -66,8 +66,8 @@ def run_round(folder: Path, mode: str, model: Path, data: Path, threads: int, sl
 
 def evaluate(out: Path, mode: str, thresholds: list[str], alpha: float) -> dict:
     from bench.compare.comparison import compare
-    from bench.compare.sources import load_source
     from bench.compare.metrics import thresholds_from
+    from bench.compare.sources import load_source
 
     th = thresholds_from(thresholds)
     (sa, sb), (da, ds) = PAIRS[mode]
@@ -103,8 +103,8 @@ def main() -> int:
     ap.add_argument("--alpha", type=float, default=None)
     args = ap.parse_args()
 
-    from bench.compare.statistics import DEFAULT_ALPHA
     from bench.compare.metrics import DEFAULT_THRESHOLDS
+    from bench.compare.statistics import DEFAULT_ALPHA
 
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.reuse:
