@@ -47,9 +47,17 @@ class BenchConfig:
     strategy_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     plugins: PluginSpec = field(default_factory=PluginSpec)
     config_file: Path | None = None
+    weights: str = "pretrained"  # pretrained | random (shape-only runs: the model built from its config)
+    seq_len: int = 0  # synthetic batches of --weights random: every example this long (0: the default data's lengths)
+    plan_only: bool = False  # bench plan: strategies stop at their first step with a memory plan
     quiet: bool = False  # -q: no progress bars, status lines or notes (host and run processes)
     debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
     in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)
+
+    @property
+    def random_weights(self) -> bool:
+        """A shape-only run: random weights, synthetic batches, no evaluation."""
+        return self.weights == "random"
 
     def getoption(self, name: str, default: Any = None) -> Any:
         """The value of an option declared through ``bench_addoption`` (by its dest name)."""

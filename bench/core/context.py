@@ -42,7 +42,14 @@ class RunContext:
 
     @property
     def device(self) -> str:
-        return self.bench.device
+        """Where tensors go: the run's device; in plan mode (``bench plan``) ``meta`` (shapes and dtypes,
+        no memory): the plan's one forward then runs on fake tensors (:mod:`bench.measure.plan`)."""
+        return "meta" if self.bench.plan_only else self.bench.device
+
+    @property
+    def synthetic(self) -> bool:
+        """Shape-only (``--weights random``) or plan mode: random weights, synthetic batches, no evaluation."""
+        return self.bench.random_weights or self.bench.plan_only
 
     @property
     def precision(self) -> str:
@@ -53,8 +60,9 @@ class RunContext:
         return self.bench.seed
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on the run's device when ``--precision bf16``, else a no-op."""
-        if self.precision != "bf16":
+        """bf16 autocast on the run's device when ``--precision bf16``, else a no-op (and in plan mode,
+        whose forward emulates autocast on the CPU itself)."""
+        if self.precision != "bf16" or self.bench.plan_only:
             return contextlib.nullcontext()
         import torch
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.config import BenchConfig
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, UsageError
 from bench.host.config import file_settings, plugin_spec
 from bench.host.harness import Harness
 from bench.host.options import escape_help
@@ -83,11 +83,12 @@ def _main(argv: list[str]) -> int:
         return cmd_list(harness, args.plugins)
     if args.command == "report":
         return cmd_report(harness, args.results, args.format, args.plot, args.output)
-    if args.command == "run":
+    if args.command in ("run", "plan"):
         cli_values = {k: v for k, v in vars(args).items()
-                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug")}
-        config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet)
-        return cmd_run(harness, config)
+                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format")}
+        config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet,
+                                     resolve_device=args.command == "run")  # a plan may be for another machine
+        return cmd_run(harness, config) if args.command == "run" else cmd_plan(harness, config, args.plan_format)
     _build_parser(harness).print_help()
     return 2
 
@@ -98,12 +99,18 @@ def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"finetune-bench {_version()}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     run_p = sub.add_parser("run", help="run strategies and report accuracy, throughput and memory")
+    plan_p = sub.add_parser("plan", help="the memory a run would take (parameters, gradients, optimizer, "
+                                         "activations) and whether it fits the device; runs nothing")
+    plan_p.add_argument("--plan-format", choices=("table", "json"), default="table",
+                        help="table, or json with exact byte counts")
     if harness is not None:
-        harness.parser.add_to_argparse(run_p.add_argument_group("run options"))
-        group = run_p.add_argument_group("strategy options (apply to every selected strategy that has them)")
-        for name, field in harness.strategy_fields.items():
-            group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-                               help=escape_help(f"{field.help} [{', '.join(field.strategies)}]".strip()))
+        for parser in (run_p, plan_p):
+            harness.parser.add_to_argparse(parser.add_argument_group("run options"))
+            group = parser.add_argument_group("strategy options (apply to every selected strategy that has them)")
+            for name, field in harness.strategy_fields.items():
+                group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                                   metavar="VALUE",
+                                   help=escape_help(f"{field.help} [{', '.join(field.strategies)}]".strip()))
     list_p = sub.add_parser("list", help="list strategies (or plugins) discovered")
     list_p.add_argument("--plugins", action="store_true", help="list loaded plugins and the hooks they implement")
     rep_p = sub.add_parser("report", help="render results files again (several: side by side)")
@@ -146,10 +153,74 @@ def cmd_list(harness: Harness, plugins: bool) -> int:
     return 0
 
 
+def cmd_plan(harness: Harness, config: BenchConfig, fmt: str = "table") -> int:
+    """``bench plan``: each selected strategy's memory plan; exit 1 when one does not fit its device."""
+    import json
+
+    from tabulate import tabulate
+
+    from bench.core.plain import to_data
+    from bench.host.worker import plan_strategy
+    from bench.measure.plan import TRANSIENT_MARGIN
+
+    names = [name for name, _ in harness.selection(config)]
+    plans = [plan_strategy(harness, config, name) for name in names]
+    if fmt == "json":
+        print(json.dumps([{**to_data(p), "total_bytes": p.total_bytes, "needed_bytes": p.needed_bytes, "fits": p.fits}
+                          for p in plans], indent=2))
+        return 1 if any(p.fits is False for p in plans) else 0
+    big = max((p.total_bytes for p in plans), default=0) >= 2**30
+    unit, scale = ("GiB", 2**30) if big else ("MiB", 2**20)
+
+    def size(nbytes: int | None) -> str:
+        return "-" if nbytes is None else f"{nbytes / scale:,.2f}"
+
+    rows = []
+    for p in plans:
+        f = p.figures
+        rows.append((p.strategy, p.model, f"{f.batch_size} x {f.seq_len}", f"{f.params_total:,}",
+                     f"{f.params_trainable:,}", size(f.param_bytes), size(f.grad_bytes), size(f.optimizer_bytes),
+                     size(f.activation_bytes), size(f.cache_bytes), size(p.total_bytes), size(p.device_free_bytes),
+                     "?" if p.fits is None else "yes" if p.fits else "NO"))
+    print(tabulate(rows, headers=["strategy", "model", "batch x tokens", "parameters", "trainable", "params",
+                                  "grads", "optimizer", "activations", "prefix cache", f"total {unit}",
+                                  f"free {unit}", "fits"],
+                   tablefmt="simple", disable_numparse=True))
+    what = plans[0].device_what if plans else ""
+    print(f"(sizes in {unit}; device {config.device}, precision {config.precision}: {what}; fits: total + "
+          f"{TRANSIENT_MARGIN:.0%} for transient buffers <= free; parameters, gradients and AdamW state exact; "
+          f"activations: what one micro-batch at the longest length saves for backward, counted on fake tensors)")
+    return 1 if any(p.fits is False for p in plans) else 0
+
+
+def _refuse_what_does_not_fit(harness: Harness, config: BenchConfig, names: list[str]) -> None:
+    """``--weights random``: plan every strategy first; one that does not fit stops the run in one line."""
+    from bench.host.worker import plan_strategy
+    from bench.measure.plan import gib
+
+    for name in dict.fromkeys(names):
+        plan = plan_strategy(harness, config, name)
+        if plan.fits is False:
+            f = plan.figures
+            raise UsageError(
+                f"strategy {name!r} does not fit {config.device}: it needs {gib(plan.needed_bytes)} GiB (params "
+                f"{gib(f.param_bytes)}, grads {gib(f.grad_bytes)}, optimizer {gib(f.optimizer_bytes)}, activations "
+                f"{gib(f.activation_bytes)} at {f.batch_size} x {f.seq_len} tokens, +10%) and {plan.device_what}; "
+                f"`bench plan` shows the breakdown; try lora, a smaller --batch-size or --seq-len")
+
+
 def cmd_run(harness: Harness, config: BenchConfig) -> int:
     from bench.results.report import render
 
     resolved = harness.selection(config)
+    if not config.random_weights:
+        if config.model and config.model.startswith("shape:"):
+            raise UsageError(f"--model {config.model}: a shape has no weights; add --weights random to run it, or "
+                             "plan it with bench plan")
+        if config.seq_len:
+            raise UsageError("--seq-len sets the length of synthetic batches: it needs --weights random")
+    if config.random_weights:
+        _refuse_what_does_not_fit(harness, config, [name for name, _ in resolved])
     out = _Printer(config.quiet)
     with harness.configured(config):
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+WEIGHTS = ("pretrained", "random")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -48,6 +49,13 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="hub dataset id or a CSV/JSONL file (default: the task's embedded data)")
     parser.addoption("--text-column", type=str, default="text", help="text column of a --dataset file")
     parser.addoption("--label-column", type=str, default="label", help="label column of a --dataset file")
+    parser.addoption("--weights", choices=WEIGHTS, default="pretrained",
+                     help="pretrained: load the model's weights; random: build it from its config alone (a "
+                          "shape: --model shape:llama-1b, a folder or a hub id), train on synthetic batches "
+                          "shaped like the task's data, measure time, throughput, memory and MFU, no accuracy")
+    parser.addoption("--seq-len", type=int, default=0,
+                     help="with --weights random: every synthetic example this many tokens (default: the "
+                          "lengths of the default data)")
     parser.addoption("--preset", type=str, default=DEFAULT_PRESET,
                      help="bundle of defaults: smoke (seconds), default, full (best accuracy)")
     parser.addoption("--no-isolate", dest="no_isolate", action="store_true",
@@ -150,11 +158,20 @@ def make_config(
     per_strategy = {k: dict(v) for k, v in file_per_strategy.items()}
     for sname, values in cli_per_strategy.items():
         per_strategy.setdefault(sname, {}).update(values)
+    if int(options.get("seq_len") or 0) < 0:
+        raise UsageError(f"option --seq-len: {options['seq_len']} is negative; give a length in tokens, or 0 for the "
+                         "default data's lengths")
     device = str(options["device"])
     precision = str(options["precision"])
     if resolve_device:
         device = resolve_device_name(device)
         precision = resolve_precision(precision, device)
+    else:  # planning for a device that may not be here: auto is this machine's; cuda plans bf16 by default
+        import torch
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        precision = ("bf16" if device == "cuda" else resolve_precision("auto", device)) if precision == "auto" else \
+            precision
     out = options.get("out")
     return BenchConfig(
         strategies=tuple(options.get("strategies") or ()),
@@ -172,6 +189,8 @@ def make_config(
         strategy_overrides=per_strategy,
         plugins=plugins,
         config_file=config_file,
+        weights=str(options.get("weights") or "pretrained"),
+        seq_len=int(options.get("seq_len") or 0),
         quiet=quiet,
         debug=debug,
     )

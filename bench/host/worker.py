@@ -7,6 +7,7 @@ pytest's ``CallInfo.from_call`` turns a test call into a report. The host calls 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -25,8 +26,10 @@ from bench.core.plain import to_data
 from bench.core.strategy import StrategyOutput
 from bench.host import runfolders
 from bench.host.config import strategy_config
+from bench.measure.energy import counter_for
 from bench.measure.meter import Meter
-from bench.results.schema import ErrorInfo, Provenance, RunResult, TechniqueUse
+from bench.measure.plan import MemoryPlan, PlanComplete, device_free_memory
+from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse
 
 if TYPE_CHECKING:
     from bench.host.harness import Harness
@@ -60,7 +63,8 @@ def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
         setup_error = UsageError(f"strategy {name!r} supports the devices {', '.join(devices)}, not "
                                  f"{config.device!r}; run it with --device {devices[0]}")
     provenance = _provenance(config, entry, cfg_data)
-    meter = Meter(config.device, config.warmup_steps)
+    counter, energy = counter_for(config.device)
+    meter = Meter(config.device, config.warmup_steps, energy=counter)
     run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook)
     output: StrategyOutput | None = None
     error = setup_error
@@ -76,7 +80,8 @@ def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
         except Exception as exc:
             error = exc
     result = _result(name, provenance, meter, output, error, time.perf_counter() - started, run)
-    result = _with_location(result, run_dir, config)
+    result = dataclasses.replace(_with_location(result, run_dir, config),
+                                 energy=EnergyInfo(energy.measured, energy.source, energy.detail))
     for plugin, call in harness.host.call_each("bench_run_finished", run=run, result=result):
         try:
             call()
@@ -85,9 +90,42 @@ def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
     return result
 
 
-def _with_location(result: RunResult, run_dir: Path, config: BenchConfig) -> RunResult:
-    import dataclasses
+def plan_strategy(harness: Harness, config: BenchConfig, name: str) -> MemoryPlan:
+    """Run strategy ``name`` in plan mode: its own setup (model, what trains, speed techniques) on fake
+    tensors, up to the first training step, and return what that step would hold and whether it fits
+    the device. Raises UsageError naming the strategy when it cannot be planned."""
+    import tempfile
 
+    config = dataclasses.replace(config, plan_only=True, isolate=False)
+    entry = harness.registry.get(name)
+    cfg = strategy_config(entry.strategy, config)
+    free, what = device_free_memory(config.device)
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        folder = Path(tmp)
+        run = RunContext(entry.strategy, cfg, config, Meter("cpu", config.warmup_steps), folder, folder / "profile",
+                         harness.host.hook)
+        _quiet_libraries()
+        try:
+            harness.host.hook.bench_run_strategy(run=run)
+        except PlanComplete as done:
+            figures = done.figures
+        except BenchError as exc:
+            raise type(exc)(f"bench plan: strategy {name!r}: {exc}") from None
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UsageError(f"bench plan: strategy {name!r} cannot be planned ({type(exc).__name__}: {first}); "
+                             "strategies on the shared training path (train_and_test, run_sft) can") from None
+        else:
+            raise UsageError(f"bench plan: strategy {name!r} finished without reaching the shared training loop, "
+                             "so it cannot be planned")
+    from bench.models.loading import resolve_model
+
+    task = entry.strategy.task
+    model = config.model or resolve_model(None, task, synthetic=True)
+    return MemoryPlan(name, model, config.device, config.precision, figures, free, what)
+
+
+def _with_location(result: RunResult, run_dir: Path, config: BenchConfig) -> RunResult:
     return dataclasses.replace(result, run_dir=runfolders.relative(run_dir, config.out_dir),
                                base_dir=str(config.out_dir.resolve()))
 
@@ -102,6 +140,7 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "throughput": meter.throughput(),
         "wall_s": wall_s,
         "techniques": {k: TechniqueUse(on, detail) for k, (on, detail) in run.techniques.items()},
+        "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
     }
     if error is None and output is not None:
         error = _unserialisable_error(output)

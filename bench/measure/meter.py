@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from bench.core.strategy import ParamCounts
-from bench.results.schema import PhaseMeasure, StepSample, StepStats, Throughput
+from bench.measure.energy import EnergyCounter
+from bench.results.schema import ActivationMeasure, PhaseMeasure, StepSample, StepStats, Throughput
 
 
 @runtime_checkable
@@ -61,10 +62,12 @@ class NullProfiler:
 class Meter:
     """Measures one run. Strategies use :meth:`phase` and :meth:`step`; the host reads the results."""
 
-    def __init__(self, device: str = "cpu", warmup_steps: int = 2, profiler: Profiler | None = None) -> None:
+    def __init__(self, device: str = "cpu", warmup_steps: int = 2, profiler: Profiler | None = None,
+                 energy: EnergyCounter | None = None) -> None:
         self.device = device
         self.warmup_steps = max(0, int(warmup_steps))
         self.profiler: Profiler = profiler if profiler is not None else NullProfiler()
+        self.energy = energy
         self.phases: list[PhaseMeasure] = []
         self.steps: list[StepSample] = []
         self._scalars: list[tuple[str, int, Any]] = []
@@ -72,7 +75,9 @@ class Meter:
         self._phase_steps: dict[str, int] = {}
         self._profiler_phase: str | None = None
         self._profiler_state = "idle"  # idle -> running -> done
+        self._expected: dict[str, int] = {}
         self.flops_per_token: dict[str, float] = {}
+        self.activations: dict[str, ActivationMeasure] = {}
         self._kind_now = ""
         self.rss_resettable = _reset_peak_rss()
 
@@ -94,6 +99,7 @@ class Meter:
             cuda.synchronize()
             cuda.reset_peak_memory_stats()
         self.rss_resettable = _reset_peak_rss()
+        energy_start = self._read_energy()
         start = time.perf_counter()
         try:
             yield
@@ -101,6 +107,7 @@ class Meter:
             if cuda is not None:
                 cuda.synchronize()
             wall = time.perf_counter() - start
+            energy_j = self._energy_since(energy_start)
             if self._profiler_state == "running" and self._profiler_phase == name:
                 self.profiler.stop()
                 self._profiler_state = "done"
@@ -110,6 +117,7 @@ class Meter:
                 cpu_peak_rss_bytes=_peak_rss_bytes(),
                 gpu_peak_allocated_bytes=int(cuda.max_memory_allocated()) if cuda is not None else None,
                 gpu_peak_reserved_bytes=int(cuda.max_memory_reserved()) if cuda is not None else None,
+                energy_j=energy_j,
             ))
             self._phase = None
 
@@ -119,7 +127,8 @@ class Meter:
                 self.phases[i] = PhaseMeasure(new.name, old.wall_s + new.wall_s,
                                               _max(old.cpu_peak_rss_bytes, new.cpu_peak_rss_bytes),
                                               _max(old.gpu_peak_allocated_bytes, new.gpu_peak_allocated_bytes),
-                                              _max(old.gpu_peak_reserved_bytes, new.gpu_peak_reserved_bytes))
+                                              _max(old.gpu_peak_reserved_bytes, new.gpu_peak_reserved_bytes),
+                                              _sum(old.energy_j, new.energy_j))
                 return
         self.phases.append(new)
 
@@ -160,20 +169,34 @@ class Meter:
                 self.profiler.stop()
                 self._profiler_state = "done"
 
-    def count_flops(self, fn: Any, padded_tokens: int) -> Any:
+    def count_flops(self, fn: Any, padded_tokens: int, samples: int = 0) -> Any:
         """Run ``fn`` (a forward and backward, or a forward) and, once per phase and only inside a
-        warm-up step (never a timed one), count its FLOPs per padded token for MFU."""
+        warm-up step (never a timed one), count its FLOPs per padded token for MFU and the bytes
+        autograd saved for its backward (the activations of one micro-batch of ``samples`` examples)."""
         if self._kind_now != "warmup" or self._phase in self.flops_per_token or padded_tokens <= 0:
             return fn()
         from bench.measure.flops import count_flops
+        from bench.measure.plan import saved_activation_bytes
 
-        result, flops = count_flops(fn)
-        self.flops_per_token[str(self._phase)] = flops / padded_tokens
+        (result, flops), saved = saved_activation_bytes(lambda: count_flops(fn))
+        phase = str(self._phase)
+        self.flops_per_token[phase] = flops / padded_tokens
+        if saved > 0 and samples > 0:
+            self.activations[phase] = ActivationMeasure(saved, samples, padded_tokens // samples)
         return result
+
+    def expect_steps(self, phase: str, steps: int) -> None:
+        """Announce how many steps ``phase`` will take: when warm-up plus the profiler's window would
+        leave no step to time, that phase is not profiled (timed steps come first)."""
+        self._expected[phase] = int(steps)
 
     def _kind(self, index: int) -> str:
         if index < self.warmup_steps:
             return "warmup"
+        expected = self._expected.get(str(self._phase))
+        if expected is not None and self._profiler_state == "idle" and \
+                expected <= self.warmup_steps + self.profiler.window_steps:
+            return "timed"  # too short for a profiled window apart from the timed steps
         profiling_here = self._profiler_state == "idle" or self._profiler_phase == self._phase
         if profiling_here and self._profiler_state != "done" and index < self.warmup_steps + self.profiler.window_steps:
             return "profiled"
@@ -219,6 +242,20 @@ class Meter:
             )
         return out
 
+    def _read_energy(self) -> Any:
+        if self.energy is None:
+            return None
+        try:
+            return self.energy.read()
+        except OSError:
+            return None
+
+    def _energy_since(self, start: Any) -> float | None:
+        end = self._read_energy()
+        if start is None or end is None or self.energy is None:
+            return None
+        return self.energy.delta_j(start, end)
+
     def _cuda(self) -> Any:
         if self.device != "cuda":
             return None
@@ -230,6 +267,10 @@ class Meter:
 # -------------------------------------------------------------------------------------------------
 # Memory helpers.
 # -------------------------------------------------------------------------------------------------
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def _max(a: int | None, b: int | None) -> int | None:

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import ModelError
+from bench.models import random_init
+
+if TYPE_CHECKING:
+    from bench.core.context import RunContext
 
 DEFAULT_NOTE = {"classification": "all-MiniLM-L6-v2 (embedded)", "causal-lm": "SmolLM2-135M-Instruct (embedded)"}
+DEFAULT_SHAPE = {"classification": "shape:minilm-l6", "causal-lm": "shape:smollm2-135m"}
 
 
-def resolve_model(spec: str | None, task: str) -> str:
-    """The model source to load: the embedded default (None), a local folder, or a hub id."""
+def resolve_model(spec: str | None, task: str, *, synthetic: bool = False) -> str:
+    """The model source to load: the embedded default (None), a local folder, or a hub id; for a
+    shape-only or planned run (``synthetic``) also a shipped shape, and the default is the default
+    model's shape (no download)."""
+    if synthetic and (spec is None or random_init.is_shape(spec)):
+        source = spec or DEFAULT_SHAPE[task]
+        random_init.shape_config_dict(source)  # an unknown name fails here, with the known ones
+        return source
+    if random_init.is_shape(spec):
+        raise ModelError(f"--model {spec}: a shape has no weights; add --weights random (or plan it: bench plan)")
     if spec is None:
         from bench.data import assets
 
@@ -29,10 +42,13 @@ def resolve_model(spec: str | None, task: str) -> str:
     return spec
 
 
-def model_fingerprint(source: str) -> str:
-    """sha256 over a local model folder's weight files (names and contents); the id for hub models."""
+def model_fingerprint(source: str, random_weights: bool = False) -> str:
+    """sha256 over a local model folder's weight files (names and contents); the id for hub models;
+    for random weights, what they are (a shape's weights are drawn with seed 0)."""
     import hashlib
 
+    if random_weights or random_init.is_shape(source):
+        return f"random weights (seed 0) of {source}"
     path = Path(source)
     if not path.is_dir():
         return f"hub:{source}"
@@ -117,6 +133,43 @@ def load_causal_lm(source: str, attn: str) -> Any:
         return AutoModelForCausalLM.from_pretrained(source, attn_implementation=attn)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"--model {source}: cannot load it as a causal LM: {_first_line(exc)}") from None
+
+
+def load_classifier(run: RunContext, source: str, label_names: tuple[str, ...], attn: str) -> Any:
+    """The run's sequence classifier: pretrained weights from ``source``, or (``--weights random``, and in
+    plan mode) a model of ``source``'s shape with random weights, built on the run's device."""
+    if not run.synthetic:
+        return load_sequence_classifier(source, label_names, attn)
+    config = random_init.load_config(source, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                                     label2id={n: i for i, n in enumerate(label_names)})
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = 0  # decoder classifiers find the last real token by it
+    return random_init.build(config, "classification", run.device, attn)
+
+
+def load_lm(run: RunContext, source: str, attn: str) -> Any:
+    """The run's causal LM: pretrained from ``source``, or its shape with random weights (as above)."""
+    if not run.synthetic:
+        return load_causal_lm(source, attn)
+    if not random_init.is_shape(source):
+        check_causal_lm(source)
+    return random_init.build(random_init.load_config(source), "causal-lm", run.device, attn)
+
+
+def pad_id_of_config(source: str) -> int:
+    """The padding id of a shape or config (its pad, else its eos, else 0)."""
+    config = random_init.load_config(source)
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(config, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def vocab_size_of(source: str) -> int:
+    return int(random_init.load_config(source).vocab_size)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,7 +48,8 @@ def standard_sections(results: Sequence[RunResult]) -> list[Section]:
         return []
     labelled = len({r.label for r in results}) > 1
     sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
-                _parameters(results, labelled), _phases(results, labelled), techniques_section(results, labelled)]
+                _parameters(results, labelled), _phases(results, labelled), energy_section(results, labelled),
+                techniques_section(results, labelled)]
     failures = _failures(results, labelled)
     if failures.rows:
         sections.append(failures)
@@ -66,8 +67,15 @@ def _key_headers(labelled: bool) -> tuple[str, ...]:
 def _metrics(results: Sequence[RunResult], labelled: bool) -> Section:
     names = [m for m in METRIC_ORDER if any(m in r.metrics for r in results)]
     names += sorted({m for r in results for m in r.metrics} - set(names))
+    if any(r.random_weights for r in results):  # shape-only rows: say why their metric cells are empty
+        rows = tuple((*_key(r, labelled), r.status, *(_num(r.metrics.get(m), 4) for m in names),
+                      NOT_MEASURED_RANDOM if r.random_weights else "") for r in results)
+        return Section("Task metrics", (*_key_headers(labelled), "status", *names, "note"), rows)
     rows = tuple((*_key(r, labelled), r.status, *(_num(r.metrics.get(m), 4) for m in names)) for r in results)
     return Section("Task metrics", (*_key_headers(labelled), "status", *names), rows)
+
+
+NOT_MEASURED_RANDOM = "accuracy not measured (random weights)"
 
 
 def _throughput(results: Sequence[RunResult], labelled: bool) -> Section:
@@ -110,10 +118,14 @@ def _parameters(results: Sequence[RunResult], labelled: bool) -> Section:
         share = 100.0 * p.trainable / p.total if p.total else 0.0
         modules = ", ".join(r.trained_modules[:4]) + (f" (+{len(r.trained_modules) - 4})" if len(r.trained_modules) > 4
                                                        else "")
+        act = r.activations
         rows.append((*_key(r, labelled), f"{p.trainable:,}", f"{p.total:,}", f"{share:.2f}%", _mib(p.param_bytes),
-                     _mib(p.grad_bytes), _mib(p.optimizer_state_bytes), modules or "-"))
+                     _mib(p.grad_bytes), _mib(p.optimizer_state_bytes),
+                     f"{_mib(act.bytes)} ({act.batch_size} x {act.seq_len})" if act else "-", modules or "-"))
     return Section("Parameters", (*_key_headers(labelled), "trainable", "total", "trainable %", "params MiB",
-                                  "grads MiB", "optimizer MiB", "trained modules"), tuple(rows))
+                                  "grads MiB", "optimizer MiB", "activations MiB (batch x tokens)", "trained modules"),
+                   tuple(rows), "parameter, gradient and optimizer bytes exact; activations: what autograd saved for "
+                                "the backward of the first training micro-batch (parameters excluded)")
 
 
 def _phases(results: Sequence[RunResult], labelled: bool) -> Section:
@@ -124,19 +136,45 @@ def _phases(results: Sequence[RunResult], labelled: bool) -> Section:
                    "total includes process start-up and imports")
 
 
+def energy_section(results: Sequence[RunResult], labelled: bool = False) -> Section:
+    """Joules per phase and per training sample where a counter was read; else why not."""
+    names = [p for p in PHASE_ORDER if any(r.phase(p) for r in results)]
+    names += sorted({p.name for r in results for p in r.phases} - set(names))
+    rows = []
+    for r in results:
+        if r.energy is None:
+            continue
+        if not r.energy.measured:
+            rows.append((*_key(r, labelled), f"not measured: {r.energy.detail}", *("-" for _ in names), "-"))
+            continue
+        train = r.phase("train")
+        samples = sum(s.samples for s in r.steps if s.phase == "train")
+        per_sample = train.energy_j / samples if train and train.energy_j is not None and samples else None
+        rows.append((*_key(r, labelled), f"{r.energy.source}: {r.energy.detail}",
+                     *(_num(_energy(r, n), 1) for n in names), _num(per_sample, 3)))
+    return Section("Energy (J)", (*_key_headers(labelled), "counter", *names, "J per training sample"), tuple(rows),
+                   "the counter's whole device (GPU: NVML total energy; CPU: the RAPL packages), read at each phase's "
+                   "start and end")
+
+
+def _energy(r: RunResult, phase: str) -> float | None:
+    measure = r.phase(phase)
+    return measure.energy_j if measure is not None else None
+
+
 def techniques_section(results: Sequence[RunResult], labelled: bool = False) -> Section:
     """Which speed techniques each row ran with; the note names those that differ between rows (their
     throughputs then measure the techniques as well as the strategies)."""
     recorded = [r for r in results if r.techniques]
     names = list(dict.fromkeys(n for r in recorded for n in r.techniques))  # in the order they were applied
     rows = tuple((*_key(r, labelled), *(_on_off(r, n) for n in names)) for r in recorded)
-    differ = [n for n in names if len({_on_off(r, n) for r in recorded}) > 1]
-    if differ:
-        details = []
-        for n in differ:
-            off = [f"{r.strategy}: {r.techniques[n].detail}" for r in recorded
-                   if n in r.techniques and not r.techniques[n].on and r.techniques[n].detail]
-            details.append(f"{n}" + (f" (off for {'; '.join(off)})" if off else ""))
+    details = []
+    for n in names:
+        uses = [(r, r.techniques[n]) for r in recorded if n in r.techniques]
+        if len({use.on for _, use in uses}) > 1:  # among the rows that recorded it
+            off = [f"{r.strategy}: {use.detail}" for r, use in uses if not use.on and use.detail]
+            details.append(n + (f" (off for {'; '.join(off)})" if off else ""))
+    if details:
         note = "rows differ in " + ", ".join(details) + "; their speed figures measure these techniques too"
     else:
         note = "every row ran with the same techniques" if len(recorded) > 1 else ""

@@ -19,7 +19,7 @@ from bench.core.plain import to_data
 from bench.core.strategy import ParamCounts
 
 __all__ = [
-    "RESULTS_FILENAME", "SCHEMA_VERSION", "ErrorInfo", "PhaseMeasure", "Provenance", "ResultsFile", "RunResult",
+    "RESULTS_FILENAME", "SCHEMA_VERSION", "ActivationMeasure", "EnergyInfo", "ErrorInfo", "PhaseMeasure", "Provenance", "ResultsFile", "RunResult",
     "StepSample", "StepStats", "TechniqueUse", "Throughput", "from_data", "to_data",
 ]
 
@@ -85,6 +85,26 @@ class PhaseMeasure:
     cpu_peak_rss_bytes: int | None
     gpu_peak_allocated_bytes: int | None = None
     gpu_peak_reserved_bytes: int | None = None
+    energy_j: float | None = None  # joules the device's counter advanced during the phase (None: not measured)
+
+
+@dataclass(frozen=True)
+class ActivationMeasure:
+    """The bytes autograd saved for the backward pass of one training micro-batch (the first warm-up step:
+    ``batch_size`` examples padded to ``seq_len`` tokens), parameters left out: activation memory."""
+
+    bytes: int
+    batch_size: int
+    seq_len: int
+
+
+@dataclass(frozen=True)
+class EnergyInfo:
+    """Whether energy was measured in a run, from which counter, or why not."""
+
+    measured: bool
+    source: str = ""  # nvml | rapl
+    detail: str = ""  # the counter read (GPU index, RAPL zones), or why energy is not measured
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,14 @@ class RunResult:
     label: str = ""
     run_dir: str = ""  # this run's folder, relative to the results file's folder (runs/<strategy>-<i>)
     techniques: Mapping[str, TechniqueUse] = field(default_factory=dict)  # speed techniques on / off
+    activations: ActivationMeasure | None = None  # training activation bytes, measured in a warm-up step
+    energy: EnergyInfo | None = None
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
+
+    @property
+    def random_weights(self) -> bool:
+        """A shape-only run (``--weights random``): no task metric was measured."""
+        return bool(self.provenance.settings.get("weights") == "random") if self.provenance.settings else False
 
     def artifacts_dir(self) -> Path | None:
         """This run's folder (traces, generations, adapters...), when the result knows where it is."""

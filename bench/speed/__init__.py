@@ -92,8 +92,8 @@ def apply(run: RunContext, model: Any, cfg: Any, *, epochs: int, classifier: boo
 
     if not opts.fast_dropout:
         record("fast_dropout", False, "fast_dropout=false")
-    elif run.device != "cpu":
-        record("fast_dropout", False, f"CPU only ({run.device}'s own dropout is fast)")
+    elif run.bench.device != "cpu":
+        record("fast_dropout", False, f"CPU only ({run.bench.device}'s own dropout is fast)")
     else:
         from bench.speed import fast_dropout
 

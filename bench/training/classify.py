@@ -4,6 +4,7 @@ built-in classification strategies and by plugins (``from bench.api import train
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,11 @@ from bench.data.batching import (
     sorted_order,
 )
 from bench.measure.meter import param_counts
+from bench.measure.plan import PlanComplete
 from bench.models import layers
 from bench.models.loading import (
     attention_implementation,
-    load_sequence_classifier,
+    load_classifier,
     load_tokenizer,
     model_fingerprint,
     resolve_model,
@@ -91,6 +93,11 @@ def load_data(run: RunContext, train_samples: int, eval_samples: int) -> Any:
 
 
 def prepare(run: RunContext, train_samples: int, eval_samples: int, max_length: int) -> Prepared:
+    """The data, tokenised once, and the model source. Shape-only runs (``--weights random``) and plans
+    get synthetic examples shaped like the default data (:mod:`bench.data.synthetic`; a plan: every
+    example ``--seq-len`` or ``max_length`` long, the worst case of padding) and no evaluation splits."""
+    if run.synthetic:
+        return _synthetic(run, train_samples, max_length)
     data = load_data(run, train_samples, eval_samples)
     source = resolve_model(run.bench.model, "classification")
     tok = load_tokenizer(source)
@@ -100,6 +107,31 @@ def prepare(run: RunContext, train_samples: int, eval_samples: int, max_length: 
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     return Prepared(data, tok, source, enc(data.train), enc(data.validation), enc(data.test), pad)
+
+
+def _synthetic(run: RunContext, train_samples: int, max_length: int) -> Prepared:
+    from bench.data import synthetic
+    from bench.models.loading import pad_id_of_config, vocab_size_of
+
+    source = resolve_model(run.bench.model, "classification", synthetic=True)
+    pad = pad_id_of_config(source)
+    seq_len = run.bench.seq_len or (max_length if run.bench.plan_only else 0)
+    data = synthetic.classification(train_samples or 3000, vocab_size=vocab_size_of(source), pad_id=pad,
+                                    seq_len=seq_len, max_length=max_length, seed=DATA_SEED)
+    return Prepared(data, None, source, list(data.train), [], [], pad)
+
+
+def classification_metrics(done: Finetuned) -> dict[str, float]:
+    """The task metrics of a classification run; none for a shape-only run (random weights: not measured)."""
+    if not done.test:
+        return {}
+    outcome = done.outcome
+    return {
+        "test_accuracy": done.test["accuracy"],
+        "test_macro_f1": done.test["macro_f1"],
+        "best_val_accuracy": outcome.best_score if outcome.best_score is not None else float("nan"),
+        "test_loss": done.test["loss"],
+    }
 
 
 def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
@@ -138,27 +170,22 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
     """Fine-tune a sequence classifier with ``train_layers`` trainable; evaluate the best epoch on test."""
     with run.meter.phase("setup"):
         prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
-        model = load_sequence_classifier(prep.source, prep.data.label_names,
-                                         attention_implementation(run.device, cfg.attn_implementation))
+        model = load_classifier(run, prep.source, prep.data.label_names,
+                                attention_implementation(run.device, cfg.attn_implementation))
         selection = layers.resolve(train_layers, model, always_train_new_head=True)
         layers.apply(model, selection)
         model.to(run.device)
     done = train_and_test(run, cfg, prep, model)
-    outcome, test = done.outcome, done.test
+    outcome = done.outcome
     return StrategyOutput(
-        metrics={
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "best_val_accuracy": outcome.best_score if outcome.best_score is not None else float("nan"),
-            "test_loss": test["loss"],
-        },
+        metrics=classification_metrics(done),
         params=param_counts(model, outcome.optimizer),
         trained_parameters=selection.parameters,
         trained_modules=selection.modules,
         extra={
             "train_layers": train_layers,
             "model": prep.source,
-            "model_sha256": model_fingerprint(prep.source),
+            "model_sha256": model_fingerprint(prep.source, run.synthetic),
             "data": data_summary(prep.data),
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,
@@ -174,7 +201,7 @@ class Finetuned:
     frozen-prefix cache held (0 when it was off; ``run.techniques`` says which techniques were on)."""
 
     outcome: TrainOutcome
-    test: dict[str, float]
+    test: dict[str, float]  # empty for a shape-only run (nothing evaluated)
     prefix_cache_bytes: int = 0
 
 
@@ -201,14 +228,18 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
     plan = applied.prefix_plan
     train_hidden = val_hidden = None
     cache_bytes = 0
+    if plan is not None and run.bench.plan_only:  # what the cache would hold: every example's prefix output
+        cache_bytes = _planned_cache_bytes(model, prep, run.precision)
+        plan = None
     if plan is not None:
         with run.meter.phase("train"):
             train_hidden = prefix_cache.compute(run, model, plan, prep.train, cfg.eval_batch_size, prep.pad_id,
                                                 "prefix (train)")
-        with run.meter.phase("eval"):
-            val_hidden = prefix_cache.compute(run, model, plan, prep.validation, cfg.eval_batch_size, prep.pad_id,
-                                              "prefix (validation)")
-        cache_bytes = prefix_cache.nbytes(train_hidden) + prefix_cache.nbytes(val_hidden)
+        if prep.validation:
+            with run.meter.phase("eval"):
+                val_hidden = prefix_cache.compute(run, model, plan, prep.validation, cfg.eval_batch_size,
+                                                  prep.pad_id, "prefix (validation)")
+        cache_bytes = prefix_cache.nbytes(train_hidden) + prefix_cache.nbytes(val_hidden or [])
 
     with (prefix_cache.suffix_model(model, plan) if plan is not None else contextlib.nullcontext(model)) as trained:
         def epoch_batches(epoch: int) -> Any:
@@ -224,16 +255,30 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
             m = evaluate(run, trained, prep.validation, cfg.eval_batch_size, prep.pad_id, val_hidden)
             return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_loss": m["loss"]}
 
+        evaluating = bool(prep.validation)  # shape-only runs have nothing to evaluate on
+
         settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
                                  cfg.grad_accum, fused_optimizer=cfg.fused_optimizer)
-        outcome = train(run, speed.maybe_compile(trained, applied.options), epoch_batches, n_batches, settings,
-                        validate)
+        try:
+            outcome = train(run, speed.maybe_compile(trained, applied.options), epoch_batches, n_batches, settings,
+                            validate if evaluating else None)
+        except PlanComplete as done:
+            raise PlanComplete(dataclasses.replace(done.figures, cache_bytes=cache_bytes)) from None
     for cached in (train_hidden, val_hidden):
         if cached is not None:
             cached.clear()  # free the cache before the test pass
+    if not prep.test:
+        return Finetuned(outcome, {}, cache_bytes)
     with run.meter.phase("eval"):
         test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
     return Finetuned(outcome, test, cache_bytes)
+
+
+def _planned_cache_bytes(model: Any, prep: Prepared, precision: str) -> int:
+    """The frozen-prefix cache of the training and validation splits: one hidden state per token."""
+    hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "dim", 0))
+    width = 2 if precision == "bf16" else 4
+    return sum(len(e) for e in (*prep.train, *prep.validation)) * hidden * width
 
 
 def epochs_to_run(cfg: TrainingConfig, batches_per_epoch: int) -> int:

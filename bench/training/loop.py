@@ -14,6 +14,7 @@ from typing import Any
 from bench.core import progress
 from bench.core.context import RunContext
 from bench.data.batching import Batch
+from bench.measure.plan import PlanComplete, PlanFigures, figures_of, planned_activation_bytes
 from bench.models.layers import frozen_modules
 
 
@@ -79,8 +80,12 @@ def train(
     validate: Callable[[], dict[str, float]] | None = None,
     score_key: str = "val_accuracy",
 ) -> TrainOutcome:
-    """Train ``model``'s trainable parameters; return after restoring the best validated state."""
+    """Train ``model``'s trainable parameters; return after restoring the best validated state.
+    In plan mode (``bench plan``) stop before the first step with the memory it would take."""
     import torch
+
+    if run.bench.plan_only:
+        raise PlanComplete(_plan(run, model, epoch_batches))
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, settings.lr, settings.weight_decay, run.device, settings.fused_optimizer)
@@ -91,6 +96,7 @@ def train(
     if settings.max_steps > 0:
         total = min(total, settings.max_steps)
     scheduler = linear_schedule(optimizer, int(settings.warmup_ratio * total), total)
+    run.meter.expect_steps("train", total)
     frozen = frozen_modules(model)
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
     best: tuple[float, int, dict[str, Any]] | None = None
@@ -137,6 +143,17 @@ def train(
     return TrainOutcome(step, epoch, best[1] if best else epoch, best[0] if best else None, tuple(history), optimizer)
 
 
+def _plan(run: RunContext, model: Any, epoch_batches: Callable[[int], Iterable[Batch]]) -> PlanFigures:
+    """The plan's figures: the model's parameter, gradient and AdamW bytes, and the activations its
+    first micro-batch's forward and loss save (on fake tensors: no memory, no compute)."""
+    batch = next(iter(epoch_batches(0)))
+    model.train()
+    for module in frozen_modules(model):
+        module.eval()  # as in training: frozen layers drop nothing and save nothing
+    saved = planned_activation_bytes(model, batch.to(run.device), run.precision)
+    return figures_of(model, saved, batch.samples, batch.padded_tokens // max(1, batch.samples))
+
+
 def _optimizer_step(run: RunContext, model: Any, micro: list[Batch], optimizer: Any, scheduler: Any,
                     params: list[Any], settings: TrainSettings, step: int) -> None:
 
@@ -154,7 +171,7 @@ def _optimizer_step(run: RunContext, model: Any, micro: list[Batch], optimizer: 
                 scaled.backward()
                 return scaled.detach()
 
-            scaled = run.meter.count_flops(forward_backward, batch.padded_tokens)
+            scaled = run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
             total_loss = scaled if total_loss is None else total_loss + scaled
         if settings.max_grad_norm > 0:
             clip_gradients(params, settings.max_grad_norm, run.device)

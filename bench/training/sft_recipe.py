@@ -119,15 +119,20 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
     from bench.data.batching import length_grouped_order, random_order
     from bench.measure.meter import param_counts
     from bench.models import layers
-    from bench.models.loading import attention_implementation, load_causal_lm
+    from bench.models.loading import attention_implementation, load_lm
     from bench.training import sft
     from bench.training.loop import TrainSettings, train
 
     with run.meter.phase("setup"):
-        inputs = load_inputs(run.bench, cfg)
-        source, tokenizer, style, data = inputs.source, inputs.tokenizer, inputs.style, inputs.data
-        train_split, test_split = inputs.train, inputs.test
-        base = load_causal_lm(source, attention_implementation(run.device, cfg.attn_implementation))
+        if run.synthetic:
+            source, examples, pad, synthetic_data = _synthetic_examples(run, cfg)
+        else:
+            inputs = load_inputs(run.bench, cfg)
+            source, tokenizer, style, data = inputs.source, inputs.tokenizer, inputs.style, inputs.data
+            train_split, test_split = inputs.train, inputs.test
+            examples = [it.encoded for it in train_split.items]
+            pad = sft.pad_id_of(tokenizer)
+        base = load_lm(run, source, attention_implementation(run.device, cfg.attn_implementation))
         if wrap is None:
             if not isinstance(cfg, SftConfig):
                 raise TypeError(f"run_sft without wrap chooses what trains from train_layers: pass an SftConfig, "
@@ -140,17 +145,16 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
         model = adapted.model
         model.to(run.device)
         lm = sft.response_window_lm(adapted.inner)  # loss and LM head over the response positions only
-    pad = sft.pad_id_of(tokenizer)
-    test = test_split.items
 
     def evaluate(desc: str) -> tuple[float, list[str]]:
-        loss, _ = sft.evaluate_loss(run, lm, test, cfg.eval_batch_size, pad)
-        return loss, sft.generate(run, model, tokenizer, test, cfg.eval_batch_size, cfg.max_new_tokens, pad, desc)
+        loss, _ = sft.evaluate_loss(run, lm, test_split.items, cfg.eval_batch_size, pad)
+        return loss, sft.generate(run, model, tokenizer, test_split.items, cfg.eval_batch_size, cfg.max_new_tokens,
+                                  pad, desc)
 
-    with run.meter.phase("baseline"):
-        loss_before, before = evaluate("generate (before)")
+    if not run.synthetic:
+        with run.meter.phase("baseline"):
+            loss_before, before = evaluate("generate (before)")
 
-    examples = [it.encoded for it in train_split.items]
     lengths = [len(e) for e in examples]
     n_batches = -(-len(examples) // cfg.batch_size)
     settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum,
@@ -166,6 +170,18 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
 
         outcome = train(run, speed.maybe_compile(lm, applied.options), epoch_batches, n_batches, settings)
 
+    train_steps = [s for s in run.meter.steps if s.phase == "train"]
+    tokens = {"train_response_tokens": sum(s.tokens for s in train_steps),
+              "train_input_tokens": sum(s.input_tokens for s in train_steps),
+              "train_input_tokens_per_s": sft.input_tokens_per_s(run.meter.steps)}
+    if run.synthetic:  # shape-only: random weights, nothing to evaluate
+        more_metrics, more_extra = adapted.finish()
+        return StrategyOutput(
+            metrics={}, params=param_counts(model, outcome.optimizer), primary_metric="exact_match_after",
+            trained_parameters=adapted.trained_parameters, trained_modules=adapted.trained_modules,
+            extra={**more_extra, "model": source, "data": {"name": synthetic_data.name, "source": synthetic_data.source},
+                   "optimizer_steps": outcome.steps, "epochs_run": outcome.epochs_run, **tokens})
+    test = test_split.items
     with run.meter.phase("eval"):
         loss_after, after = evaluate("generate (after)")
 
@@ -185,7 +201,6 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
             metrics[f"exact_match_after_{suffix}"] = scores_after.by_source[src]
     generations_file = run.out_dir / "generations.jsonl"
     sft.write_generations(generations_file, test, before, after)
-    train_steps = [s for s in run.meter.steps if s.phase == "train"]
     more_metrics, more_extra = adapted.finish()
     return StrategyOutput(
         metrics={**metrics, **more_metrics},
@@ -201,15 +216,26 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
             "data": _data_summary(data, train_split, test_split),
             "optimizer_steps": outcome.steps,
             "epochs_run": outcome.epochs_run,
-            "train_response_tokens": sum(s.tokens for s in train_steps),
-            "train_input_tokens": sum(s.input_tokens for s in train_steps),
-            "train_input_tokens_per_s": sft.input_tokens_per_s(run.meter.steps),
+            **tokens,
             "eval_response_tokens": sum(it.response_tokens for it in test),
             "exact_match_by_source": {"before": scores_before.by_source, "after": scores_after.by_source},
             "generations": sft.sample_generations(test, before, after, cfg.show_generations),
             "generations_file": str(generations_file),
         },
     )
+
+
+def _synthetic_examples(run: RunContext, cfg: SftOptions) -> tuple[str, list[Any], int, Any]:
+    """Shape-only runs and plans: the model's shape, synthetic prompt+response examples, the padding id."""
+    from bench.data import synthetic
+    from bench.models.loading import pad_id_of_config, resolve_model, vocab_size_of
+
+    source = resolve_model(run.bench.model, "causal-lm", synthetic=True)
+    pad = pad_id_of_config(source)
+    seq_len = run.bench.seq_len or (cfg.max_length if run.bench.plan_only else 0)
+    data = synthetic.causal_lm(cfg.train_samples or 1200, vocab_size=vocab_size_of(source), pad_id=pad,
+                               seq_len=seq_len, max_length=cfg.max_length, seed=cfg.data_seed)
+    return source, list(data.train), pad, data
 
 
 def _perplexity(loss: float) -> float:

@@ -98,7 +98,7 @@ class SeedLoop:
                             loss.backward()
                             return loss.detach()
 
-                        run.meter.count_flops(forward_backward, batch.padded_tokens)
+                        run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
                         optimizer.step()
                         optimizer.zero_grad()
             with run.meter.phase("eval"):

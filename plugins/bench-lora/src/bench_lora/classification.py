@@ -13,8 +13,9 @@ from bench.api import (
     RunContext,
     StrategyOutput,
     attention_implementation,
+    classification_metrics,
     data_summary,
-    load_sequence_classifier,
+    load_classifier,
     param_counts,
     prepare,
     train_and_test,
@@ -39,23 +40,18 @@ class Lora:
         cfg: LoraClassificationConfig = run.config
         with run.meter.phase("setup"):
             prep = prepare(run, cfg.train_samples, cfg.eval_samples, cfg.max_length)
-            base = load_sequence_classifier(prep.source, prep.data.label_names,
-                                            attention_implementation(run.device, cfg.attn_implementation))
+            base = load_classifier(run, prep.source, prep.data.label_names,
+                                   attention_implementation(run.device, cfg.attn_implementation))
             head = tuple(cfg.modules_to_save) or adapters.new_head_modules(base)
             model, lora = adapters.wrap(base, cfg, strategy=self.name, task_type="SEQ_CLS", modules_to_save=head)
             model.to(run.device)
         done = train_and_test(run, cfg, prep, model)
-        outcome, test = done.outcome, done.test
+        outcome = done.outcome
         size = adapters.adapter_size(model)
         params, modules = adapters.trained(model)
-        metrics = {
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "test_loss": test["loss"],
-            "adapter_mib": size.mib,
-        }
-        if outcome.best_score is not None:
-            metrics["best_val_accuracy"] = outcome.best_score
+        metrics = classification_metrics(done)
+        if metrics:  # a shape-only run measures no task metric; the adapter's size is one of those
+            metrics["adapter_mib"] = size.mib
         return StrategyOutput(
             metrics=metrics,
             params=param_counts(model, outcome.optimizer),
