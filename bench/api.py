@@ -55,6 +55,8 @@ from bench.models.loading import (
 from bench.results.report import Section
 from bench.results.schema import (
     RESULTS_FILENAME,
+    ActivationMeasure,
+    EnergyInfo,
     ErrorInfo,
     PhaseMeasure,
     Provenance,
@@ -112,11 +114,13 @@ __all__ = [
     "RESULTS_FILENAME",
     "SPEED_TECHNIQUES",
     "TRAIN_LAYERS_SYNTAX",
+    "ActivationMeasure",
     "Adapted",
     "Batch",
     "BenchConfig",
     "BenchError",
     "DataError",
+    "EnergyInfo",
     "Encoded",
     "ErrorInfo",
     "FinetuneConfig",

@@ -54,8 +54,8 @@ def bench_register_strategies() -> list[Any]:
 def bench_configure(config: BenchConfig) -> None:
     """Fail fast, in the host, on bad sft input the user gave (a --dataset file, a --model): one line, exit 2,
     before a run process starts or weights load. Skipped in run processes (the host already checked)."""
-    if "sft" not in config.strategies or config.in_run_process:
-        return
+    if "sft" not in config.strategies or config.in_run_process or config.random_weights or config.plan_only:
+        return  # the run process, and shape-only runs and plans (no data; the model's shape is checked there)
     if config.model is None and config.dataset is None:
         return
     try:

@@ -330,7 +330,8 @@ def test_repeats_of_a_strategy_keep_their_own_run_folders_traces_and_results(tin
                                                                              capsys):
     out = tmp_path / "out"
     assert main(["run", "-s", "last-layers", "-s", "last-layers", "--preset", "smoke", "--model", str(tiny_bert),
-                 "--dataset", str(sentiment_csv), "-o", "last-layers.train_samples=0", "--out", str(out)]) == 0
+                 "--dataset", str(sentiment_csv), "-o", "last-layers.train_samples=0", "--batch-size", "8",
+                 "--out", str(out)]) == 0
     rows = read_results(out)["results"]
     assert [r["run_dir"] for r in rows] == ["runs/last-layers-1", "runs/last-layers-2"]
     for row in rows:

@@ -95,7 +95,7 @@ def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
 
     before: dict[str, torch.Tensor] = {}
     after: dict[str, torch.Tensor] = {}
-    original = classify.load_sequence_classifier
+    original = classify.load_classifier
 
     def capture(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -103,14 +103,14 @@ def test_freezing_really_freezes(tiny_bert, sentiment_csv, tmp_path):
         capture.model = model
         return model
 
-    classify.load_sequence_classifier = capture
+    classify.load_classifier = capture
     try:
         cfg = AllLayersConfig(train_layers="blocks:1", epochs=1, train_samples=0, batch_size=8, lr=1e-2)
         bench_cfg = BenchConfig(model=str(tiny_bert), dataset=str(sentiment_csv), out_dir=tmp_path / "o2",
                                 precision="fp32")
         AllLayers().run(RunContext(AllLayers(), cfg, bench_cfg, Meter(), tmp_path / "o2", tmp_path / "p"))
     finally:
-        classify.load_sequence_classifier = original
+        classify.load_classifier = original
     after = {n: p.detach() for n, p in capture.model.named_parameters()}
     for name, value in after.items():
         if name in trained:

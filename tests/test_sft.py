@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.core.config import BenchConfig
 from bench.core.errors import DataError, UsageError
 from bench.data import instructions
 from bench.data.batching import collate
@@ -262,7 +263,7 @@ def test_generation_left_pads_stops_at_eos_and_scores_per_source(tiny_llama):
         sft.SftItem(_ex(out="12", source="b"), (10, 11), sft.Encoded((10,))),
     ]
     model = _ScriptedLM({8: [pos], 9: [pos, neg], 11: [n12]}, tok.eos_token_id, tok.pad_token_id)
-    run = RunContext(None, None, types.SimpleNamespace(device="cpu", precision="fp32", seed=0), Meter(), Path("."),
+    run = RunContext(None, None, BenchConfig(device="cpu", precision="fp32", seed=0), Meter(), Path("."),
                      Path("."))
     answers = sft.generate(run, model, tok, items, batch_size=8, max_new_tokens=4, pad_id=tok.pad_token_id)
     assert answers == ["positive", "positive negative", "12"]  # input order, cut at EOS, padding dropped
@@ -286,7 +287,7 @@ def test_real_generation_on_tiny_model_is_well_formed(tiny_gpt2):
     tok = load_tokenizer(str(tiny_gpt2))
     model = load_causal_lm(str(tiny_gpt2), "eager")
     items = sft.encode(tok, [_ex(), _ex(inp="the film was good bad dull great fun")], "alpaca", 128).items
-    run = RunContext(None, None, types.SimpleNamespace(device="cpu", precision="bf16", seed=0), Meter(), Path("."),
+    run = RunContext(None, None, BenchConfig(device="cpu", precision="bf16", seed=0), Meter(), Path("."),
                      Path("."))
     answers = sft.generate(run, model, tok, items, batch_size=2, max_new_tokens=3, pad_id=sft.pad_id_of(tok))
     alone = sft.generate(run, model, tok, items[:1], batch_size=1, max_new_tokens=3, pad_id=sft.pad_id_of(tok))
