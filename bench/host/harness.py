@@ -38,6 +38,7 @@ from bench.host.plugins import PluginHost
 from bench.host.registry import StrategyRegistry
 from bench.host.session import Session
 from bench.host.worker import execute, failed_result
+from bench.measure.peak import Peak, machine_peak, peak_data
 from bench.results.schema import RunResult
 from bench.results.store import result_from_data, write_json_atomic
 
@@ -125,6 +126,14 @@ class Harness:
             finally:
                 progress.configure(quiet=previous_quiet)
 
+    def peak(self) -> Peak:
+        """The device's peak FLOP/s for this run, settled once: every row's MFU is against it."""
+        from bench.data.assets import cache_dir
+
+        config = self.config
+        return machine_peak(config.device, config.precision, cache_dir(),
+                            remeasure=bool(config.getoption("remeasure_peak", False)))
+
     def machine_info(self) -> dict[str, Any]:
         machine: dict[str, Any] = self.hook.bench_generate_machine_info() or {}
         self.hook.bench_update_machine_info(config=self.config, machine_info=machine)
@@ -132,25 +141,41 @@ class Harness:
 
     # -- running --------------------------------------------------------------------------------------
 
-    def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None) -> Session:
+    def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None,
+            say: Callable[[str], None] | None = None) -> Session:
         """Run each strategy in turn, each in its own run folder; the results file is saved after each.
         Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``)."""
         config = self.config
-        self.session = session = Session(config.out_dir, self.machine_info(),
+        machine = self.machine_info()
+        if config.peak_flops is None:
+            peak = self.peak()
+            config = dataclasses.replace(config, peak_flops=peak.flops, peak_source=peak.source)
+        else:
+            peak = Peak(config.peak_flops, config.peak_source, config.device, config.precision)
+        machine["peak"] = peak_data(peak)
+        if say is not None:
+            theory = (f"; theoretical {peak.theoretical_flops / 1e9:,.1f} GFLOP/s ({peak.theoretical_source})"
+                      if peak.theoretical_flops else "")
+            say(f"peak: {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}){theory}")
+        self.session = session = Session(config.out_dir, machine,
                                          lambda r: self.hook.bench_result_ready(config=config, result=r))
         session.save()
-        for name in names:
-            if on_start is not None:
-                on_start(name)
-            run_dir = runfolders.allocate(config.out_dir, name)
-            started = time.perf_counter()
-            try:
-                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir)
-            except KeyboardInterrupt:
-                session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
-                                          time.perf_counter() - started, run_dir=run_dir))
-                raise
-            session.add(result)
+        for repeat in range(config.repeats):  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
+            run_config = dataclasses.replace(config, seed=config.seed + repeat)
+            for name in names:
+                if on_start is not None:
+                    on_start(name if config.repeats == 1 else f"{name} (repeat {repeat + 1}/{config.repeats}, "
+                                                              f"seed {run_config.seed})")
+                run_dir = runfolders.allocate(config.out_dir, name)
+                started = time.perf_counter()
+                try:
+                    result = run_isolated(run_config, name, run_dir) if config.isolate else \
+                        execute(self, name, run_dir, run_config)
+                except KeyboardInterrupt:
+                    session.add(failed_result(run_config, name, "interrupted by the user (Ctrl-C)",
+                                              "KeyboardInterrupt", time.perf_counter() - started, run_dir=run_dir))
+                    raise
+                session.add(dataclasses.replace(result, repeat=repeat))
         return session
 
 
