@@ -219,6 +219,11 @@ def test_five_timed_steps_are_inconclusive_and_strict_makes_that_fail(tmp_path, 
     out = capsys.readouterr().out
     assert "inconclusive" in out and "needs at least 6 timed steps" in out
     assert main(["compare", str(a), str(b), "--strict"]) == 1
+    # no interval, but the point estimate is still the data's: steps 1.3x longer, throughput about -23%
+    tp = change(compare(source(make_result(steps(5, seed=1))), source(make_result(steps(5, factor=1.3, seed=2)),
+                                                                          name="b")))
+    assert tp.verdict == "inconclusive" and tp.low is None and tp.high is None
+    assert tp.change == pytest.approx(100 * (1 / 1.3 - 1), abs=3)
 
 
 def test_an_interval_across_the_threshold_says_how_many_steps_would_settle_it():

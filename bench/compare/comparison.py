@@ -275,7 +275,8 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
     elif threshold is not None:  # an absolute step-time threshold (e.g. +2ms): judge on the median steps
         verdict = VERDICT_INCONCLUSIVE
         note = "; ".join(x for x in (note, "absolute thresholds on time are not tested; use a % threshold") if x)
-    return MetricChange(c.key, name, label, spec, base, cur, 100.0 * est, "%", threshold, time.p, verdict, note,
+    return MetricChange(c.key, name, label, spec, base, cur, 100.0 * est if math.isfinite(est) else None, "%",
+                        threshold, time.p, verdict, note,
                         100.0 * lo if math.isfinite(lo) else None, 100.0 * hi if math.isfinite(hi) else None,
                         f"{time.method}, n={time.n}")
 

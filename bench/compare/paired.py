@@ -98,7 +98,7 @@ def paired(base: Steps, cur: Steps, normalise: bool = True, measure: str = "wall
                 d -= math.log(ref_c[i] / ref_b[i])
             diffs.append(d)
     if len(diffs) < MIN_PAIRS:
-        return _too_few(len(diffs), "paired")
+        return _too_few(len(diffs), "paired", statistics.median(diffs) if diffs else math.nan)
     est, lo, hi = hodges_lehmann(diffs)
     p = _wilcoxon_p(diffs)
     method = ("paired steps, CPU time" if measure == "cpu" else
@@ -112,7 +112,7 @@ def unpaired(base: Steps, cur: Steps) -> TimeChange:
     y = _log_per_unit(cur)
     n = min(len(x), len(y))
     if n < MIN_PAIRS:
-        return _too_few(n, "unpaired")
+        return _too_few(n, "unpaired", statistics.median(y) - statistics.median(x) if n else math.nan)
     est, lo, hi = hodges_lehmann_shift(x, y)
     from scipy import stats
 
@@ -189,5 +189,7 @@ def _wilcoxon_p(d: Sequence[float]) -> float | None:
     return float(stats.wilcoxon(d).pvalue)
 
 
-def _too_few(n: int, how: str) -> TimeChange:
-    return TimeChange(how, n, 0.0, -math.inf, math.inf, None, f"too few timed steps ({n}; at least {MIN_PAIRS})")
+def _too_few(n: int, how: str, log_estimate: float) -> TimeChange:
+    """No interval below :data:`MIN_PAIRS`; the point estimate (the median log ratio) is still shown."""
+    return TimeChange(how, n, math.expm1(log_estimate), -math.inf, math.inf, None,
+                      f"too few timed steps ({n}; at least {MIN_PAIRS})")
