@@ -31,7 +31,7 @@ from bench.core.config import BenchConfig, PluginSpec
 from bench.core.errors import BenchError, UsageError
 from bench.core.fields import field_help, field_types
 from bench.core.plain import to_data
-from bench.host import runfolders
+from bench.host import launch, runfolders
 from bench.host.config import make_config, strategy_config, unknown_override_strategies
 from bench.host.options import OptionParser
 from bench.host.plugins import PluginHost
@@ -134,24 +134,59 @@ class Harness:
 
     def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None) -> Session:
         """Run each strategy in turn, each in its own run folder; the results file is saved after each.
-        Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``)."""
+        Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``).
+        With ``--nproc-per-node`` each strategy that has a parallel option runs as a torch.distributed job
+        (after a one-process run of it, the scaling reference, when N > 1 on one node); under an outer launcher
+        this process runs every strategy as its rank (:mod:`bench.host.launch`)."""
         config = self.config
+        settings = config.launch
+        main = not settings.outer or launch.outer_context().is_main
         self.session = session = Session(config.out_dir, self.machine_info(),
-                                         lambda r: self.hook.bench_result_ready(config=config, result=r))
+                                         (lambda r: self.hook.bench_result_ready(config=config, result=r)) if main
+                                         else None, write=main)
         session.save()
+        if settings.outer:
+            launch.run_as_rank(self, names, session, on_start, self.parallel_capable)
+            return session
         for name in names:
-            if on_start is not None:
-                on_start(name)
-            run_dir = runfolders.allocate(config.out_dir, name)
-            started = time.perf_counter()
-            try:
-                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir)
-            except KeyboardInterrupt:
-                session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
-                                          time.perf_counter() - started, run_dir=run_dir))
-                raise
-            session.add(result)
+            if not settings.launches:
+                self._run_one(session, name, name, on_start, distributed=False)
+                continue
+            if not self.parallel_capable(name):
+                self._run_one(session, name, f"{name} (no parallel option: one process)", on_start, distributed=False)
+                continue
+            world = settings.nproc_per_node * settings.nnodes
+            if settings.scaling_reference and settings.nnodes == 1 and settings.nproc_per_node > 1:
+                self._run_one(session, name, f"{name} in one process (the scaling reference)", on_start,
+                              distributed=False)
+            self._run_one(session, name, f"{name} on {world} processes ({launch.backend_for(config.device)})",
+                          on_start, distributed=True)
         return session
+
+    def _run_one(self, session: Session, name: str, label: str, on_start: Callable[[str], None] | None, *,
+                 distributed: bool) -> None:
+        config = self.config
+        if on_start is not None:
+            on_start(label)
+        run_dir = runfolders.allocate(config.out_dir, name)
+        started = time.perf_counter()
+        try:
+            if distributed:
+                result = launch.run_job(config, name, run_dir, rank_main)
+            else:
+                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir)
+        except KeyboardInterrupt:
+            session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
+                                      time.perf_counter() - started, run_dir=run_dir))
+            raise
+        session.add(result)
+
+    def parallel_capable(self, name: str) -> bool:
+        """Whether strategy ``name`` can run as a torch.distributed job: its config has a ``parallel`` option
+        (every strategy on the shared training path: it derives from TrainingConfig or SftTrainingConfig)."""
+        from bench.training.parallel import is_parallel_config
+
+        return is_parallel_config(self.registry.get(name).strategy.config_class)
 
 
 def strategy_fields(registry: StrategyRegistry, parser: OptionParser) -> dict[str, StrategyField]:
@@ -220,6 +255,12 @@ def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
         result = failed_result(config, name, str(exc), type(exc).__name__, usage=isinstance(exc, BenchError),
                                run_dir=folder, traceback_text=traceback.format_exc())
     write_json_atomic(runfolders.result_path(folder), to_data(result))
+
+
+def rank_main(config: BenchConfig, name: str, run_dir: str) -> None:
+    """Entry point of one rank of a torch.distributed job (:func:`bench.host.launch.run_job`): set up as the
+    host did, as :func:`child_main` does, and run the strategy as that rank (:func:`bench.host.launch.run_rank`)."""
+    launch.run_rank(config, name, Path(run_dir), lambda cfg: Harness(cfg.plugins, debug=cfg.debug))
 
 
 def _death(exitcode: int | None) -> str:

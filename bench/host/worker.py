@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.config import BenchConfig
 from bench.core.context import RunContext
+from bench.core.dist import DistContext
 from bench.core.errors import BenchError, UsageError
 from bench.core.markers import hookimpl
 from bench.core.plain import to_data
@@ -27,7 +28,7 @@ from bench.core.strategy import StrategyOutput
 from bench.host import runfolders
 from bench.host.config import strategy_config
 from bench.measure.energy import counter_for
-from bench.measure.meter import Meter
+from bench.measure.meter import Meter, mfu_of
 from bench.measure.plan import MemoryPlan, PlanComplete, device_free_memory
 from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse
 
@@ -41,9 +42,10 @@ def bench_run_strategy(run: RunContext) -> StrategyOutput:
     return run.strategy.run(run)
 
 
-def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
+def execute(harness: Harness, name: str, run_dir: Path, dist: DistContext | None = None) -> RunResult:
     """Run strategy ``name`` here, writing its artifacts under ``run_dir``, and return its result;
-    never raises for a strategy's failure (its exception becomes a failed result)."""
+    never raises for a strategy's failure (its exception becomes a failed result). ``dist``: this process is
+    that rank of a torch.distributed job (:mod:`bench.host.launch`), and the result is this rank's own."""
     config = harness.config
     started = time.perf_counter()
     _quiet_libraries()
@@ -65,7 +67,7 @@ def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
     provenance = _provenance(config, entry, cfg_data)
     counter, energy = counter_for(config.device)
     meter = Meter(config.device, config.warmup_steps, energy=counter)
-    run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook)
+    run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook, dist=dist)
     output: StrategyOutput | None = None
     error = setup_error
     if error is None:
@@ -189,16 +191,13 @@ def _mfu(meter: Meter, provenance: Provenance) -> dict[str, Any]:
     phase = "train" if "train" in meter.flops_per_token else next(iter(meter.flops_per_token), None)
     if phase is None or phase not in throughput:
         return {}
-    timed = [s for s in meter.steps if s.phase == phase and s.kind == "timed"]
-    seconds = sum(s.seconds for s in timed)
-    if seconds <= 0:
+    if not any(s.phase == phase and s.kind == "timed" and s.seconds > 0 for s in meter.steps):
         return {"flops_per_token": meter.flops_per_token[phase]}
     from bench.measure.flops import peak_flops
 
     peak, source = peak_flops(provenance.device, provenance.precision)
-    achieved = meter.flops_per_token[phase] * sum(s.input_tokens for s in timed) / seconds
-    return {"flops_per_token": meter.flops_per_token[phase], "mfu": achieved / peak, "peak_flops": peak,
-            "peak_flops_source": source}
+    return {"flops_per_token": meter.flops_per_token[phase], "peak_flops": peak, "peak_flops_source": source,
+            "mfu": mfu_of(meter.steps, phase, meter.flops_per_token[phase], peak)}
 
 
 def failed_result(config: BenchConfig, name: str, message: str, kind: str = "ProcessDied",
@@ -222,7 +221,7 @@ def _provenance(config: BenchConfig, entry: Any, cfg_data: dict[str, Any]) -> Pr
     import transformers
 
     if config.device == "cuda":
-        device_name, device_count = torch.cuda.get_device_name(0), torch.cuda.device_count()
+        device_name, device_count = torch.cuda.get_device_name(), torch.cuda.device_count()
     else:
         device_name, device_count = platform.processor() or platform.machine(), 1
         try:

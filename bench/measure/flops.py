@@ -64,7 +64,7 @@ def peak_flops(device: str, precision: str) -> tuple[float, str]:
     if device == "cuda":
         import torch
 
-        name = torch.cuda.get_device_name(0)
+        name = torch.cuda.get_device_name()  # the current device: a rank's own GPU
         flops = table_peak(name, precision)
         if flops is not None:
             return flops, f"datasheet table: {name}, {precision} dense"
