@@ -257,10 +257,10 @@ def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
     write_json_atomic(runfolders.result_path(folder), to_data(result))
 
 
-def rank_main(config: BenchConfig, name: str, run_dir: str) -> None:
+def rank_main(config: BenchConfig, name: str, run_dir: str, host_env: dict[str, str]) -> None:
     """Entry point of one rank of a torch.distributed job (:func:`bench.host.launch.run_job`): set up as the
     host did, as :func:`child_main` does, and run the strategy as that rank (:func:`bench.host.launch.run_rank`)."""
-    launch.run_rank(config, name, Path(run_dir), lambda cfg: Harness(cfg.plugins, debug=cfg.debug))
+    launch.run_rank(config, name, Path(run_dir), lambda cfg: Harness(cfg.plugins, debug=cfg.debug), host_env)
 
 
 def _death(exitcode: int | None) -> str:

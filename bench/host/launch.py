@@ -58,6 +58,13 @@ if TYPE_CHECKING:
     from bench.host.session import Session
 
 RANKS_DIR = "ranks"  # in the run folder: each failed rank's error
+# What the elastic agent sets in each rank's environment; the rest comes from the host at launch time.
+LAUNCHER_ENV = frozenset({"RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK", "ROLE_NAME", "LOCAL_WORLD_SIZE", "WORLD_SIZE",
+                          "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                          "TORCH_NCCL_ASYNC_ERROR_HANDLING"})
+# Imported once by the forkserver the ranks are forked from (spawned ranks took ~30 s each to import these on a
+# loaded 2-core machine; forked from the server, under 3 s): nothing that starts threads or touches CUDA.
+PRELOAD = ("torch", "torch.distributed", "transformers", "transformers.modeling_utils", "bench.api", "bench.host.harness")
 # Errors a rank gets because another rank failed or hung, not for a fault of its own.
 _PEER_ERRORS = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "nccl",
                 "peer", "socket", "gloo", "processgroup", "watchdog")
@@ -130,7 +137,8 @@ def gather(ctx: DistContext, obj: Any) -> list[Any]:
 # -------------------------------------------------------------------------------------------------
 
 
-def run_job(config: BenchConfig, name: str, run_dir: Path, entrypoint: Callable[[BenchConfig, str, str], None]) -> RunResult:
+def run_job(config: BenchConfig, name: str, run_dir: Path,
+            entrypoint: Callable[[BenchConfig, str, str, dict[str, str]], None]) -> RunResult:
     """Run strategy ``name`` as a torch.distributed job (``config.launch``) of ``entrypoint`` processes
     (:func:`bench.host.harness.rank_main`, which calls :func:`run_rank`) and return its result: rank 0's
     combined result, or a failed row naming the rank that failed and its error. On a node other than node 0
@@ -149,11 +157,11 @@ def run_job(config: BenchConfig, name: str, run_dir: Path, entrypoint: Callable[
         rdzv_backend="c10d" if one_node else "static",
         rdzv_endpoint="localhost:0" if one_node else launch.rdzv_endpoint,
         rdzv_configs={"timeout": rdzv_timeout} if one_node else {"rank": launch.node_rank, "timeout": rdzv_timeout},
-        max_restarts=0, monitor_interval=0.1, start_method="spawn")
+        max_restarts=0, monitor_interval=0.1, start_method=_start_method())
     started = time.perf_counter()
     try:
         with _quiet_launcher(config.debug):
-            elastic_launch(lc, entrypoint)(config, name, str(run_dir))
+            elastic_launch(lc, entrypoint)(config, name, str(run_dir), dict(os.environ))
     except ChildFailedError as exc:
         return _job_failed(config, name, run_dir, exc.failures, time.perf_counter() - started)
     except KeyboardInterrupt:
@@ -174,10 +182,32 @@ def run_job(config: BenchConfig, name: str, run_dir: Path, entrypoint: Callable[
                          run_dir=run_dir)
 
 
-def run_rank(config: BenchConfig, name: str, folder: Path, make_harness: Callable[[BenchConfig], Harness]) -> None:
+def _start_method() -> str:
+    """``forkserver`` with the heavy imports preloaded where the platform has it (each rank a fork of a server
+    that imported torch and transformers once per ``bench run``; no CUDA or threads in it), else ``spawn``."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))  # no effect once it runs
+    return "forkserver"
+
+
+def adopt_environment(host_env: dict[str, str]) -> None:
+    """The host's environment as it was at launch, with the launcher's variables (a rank forked from the
+    forkserver starts with the server's environment, from when it started)."""
+    mine = {k: v for k, v in os.environ.items() if k in LAUNCHER_ENV or k.startswith("TORCHELASTIC_")}
+    os.environ.clear()
+    os.environ.update(host_env)
+    os.environ.update(mine)
+
+
+def run_rank(config: BenchConfig, name: str, folder: Path, make_harness: Callable[[BenchConfig], Harness],
+             host_env: dict[str, str]) -> None:
     """One rank of a job :func:`run_job` launched: join the group, run the strategy as this rank, then either
     hand the result to rank 0 (which writes the combined one) or, when it failed, record the error and exit
     at once so that the launcher stops the job."""
+    adopt_environment(host_env)
     rank = int(os.environ.get("RANK", "0"))
     config = dataclasses.replace(config, in_run_process=True, quiet=config.quiet or rank != 0)
     try:
@@ -234,17 +264,17 @@ def _job_failed(config: BenchConfig, name: str, run_dir: Path, failures: dict[in
     root = own[0] if own else min(errors, key=lambda r: getattr(failures[r], "timestamp", 0) or 0)
     silent = [r for r in range(world) if r not in errors]
     error = errors[root]
-    message = f"rank {root} of {world} failed: {error.summary}"
     if not own and silent:
-        message = (f"rank(s) {', '.join(map(str, silent))} of {world} gave no error and did not answer (hung or "
-                   f"died): rank {root} waited for them in a collective until --dist-timeout "
-                   f"{config.launch.timeout_s:g} s ({error.summary})")
+        message = (f"{_ranks(silent)} of {world} gave no error and did not answer (hung or died): rank {root} waited "
+                   f"in a collective until --dist-timeout {config.launch.timeout_s:g} s ({error.summary})")
     else:
+        first = error.message.strip().splitlines()[0] if error.message.strip() else error.type
+        message = f"rank {root} of {world}: {first}"
         others = [r for r in sorted(errors) if r != root]
         if others:
-            message += f"; then rank(s) {', '.join(map(str, others))}: {errors[others[0]].summary}"
+            message += f"; then {_ranks(others)}: {errors[others[0]].summary}"
         if silent:
-            message += f"; rank(s) {', '.join(map(str, silent))} were stopped by the launcher"
+            message += f"; {_ranks(silent)} stopped by the launcher"
     return failed_result(config, name, message, error.type, wall, usage=error.usage, run_dir=run_dir,
                          traceback_text=error.traceback)
 
@@ -267,9 +297,13 @@ def _rank_error(run_dir: Path, rank: int, failure: Any) -> ErrorInfo:
         return ErrorInfo(kind or "RankFailed", rest or text, stack)
     exitcode = getattr(failure, "exitcode", None)
     how = getattr(failure, "signal_name", lambda: "")() if exitcode is not None and exitcode < 0 else ""
-    detail = f"killed by {how}" if how else f"exited with code {exitcode}"
-    hint = " (SIGKILL: often the kernel's out-of-memory killer)" if how == "SIGKILL" else ""
-    return ErrorInfo("ProcessDied", f"the rank's process {detail}{hint} before it gave an error")
+    detail = f"was killed by {how}" if how else f"exited with code {exitcode}"
+    hint = " (often the kernel's out-of-memory killer)" if how == "SIGKILL" else ""
+    return ErrorInfo("ProcessDied", f"its process {detail}{hint} before it gave an error")
+
+
+def _ranks(ranks: Sequence[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {', '.join(map(str, ranks))}"
 
 
 def _peer_caused(error: ErrorInfo) -> bool:

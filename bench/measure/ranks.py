@@ -45,15 +45,15 @@ def combine(results: Sequence[RunResult], measures: Sequence[RankMeasure], info:
     phases = combined_phases([r.phases for r in results], sum_energy=main.provenance.device == "cuda")
     peaks = [m.peak_flops for m in measures]
     peak_sum = sum(p for p in peaks if p is not None) if peaks and all(p is not None for p in peaks) else None
-    mfu = None
-    main_phase = main.main_throughput()
-    if main.flops_per_token is not None and peak_sum and main_phase is not None:
-        mfu = mfu_of(steps, main_phase[0], main.flops_per_token, peak_sum)
-    source = f"sum of {len(measures)} ranks' peaks ({main.peak_flops_source})" if peak_sum else main.peak_flops_source
-    return dataclasses.replace(
-        main, steps=steps, phases=phases, throughput=throughput_of(phases, steps), mfu=mfu, peak_flops=peak_sum,
-        peak_flops_source=source, wall_s=max(r.wall_s for r in results),
-        distributed=dataclasses.replace(info, ranks=tuple(measures), peak_flops_sum=peak_sum))
+    merged = dataclasses.replace(main, steps=steps, phases=phases, throughput=throughput_of(phases, steps),
+                                 wall_s=max(r.wall_s for r in results),
+                                 distributed=dataclasses.replace(info, ranks=tuple(measures), peak_flops_sum=peak_sum))
+    main_phase = merged.main_throughput()
+    if main.flops_per_token is None or not peak_sum or main_phase is None:
+        return dataclasses.replace(merged, mfu=None)
+    return dataclasses.replace(merged, mfu=mfu_of(steps, main_phase[0], main.flops_per_token, peak_sum),
+                               peak_flops=peak_sum,
+                               peak_flops_source=f"sum of {len(measures)} ranks' peaks ({main.peak_flops_source})")
 
 
 def combined_steps(per_rank: Sequence[Sequence[StepSample]]) -> tuple[StepSample, ...]:
@@ -84,15 +84,3 @@ def combined_phases(per_rank: Sequence[Sequence[PhaseMeasure]], sum_energy: bool
 def _max(values: Sequence[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
-
-
-def scaling(result: RunResult, one_process: RunResult | None) -> tuple[float | None, float | None]:
-    """Speed-up of ``result`` (a distributed run) over ``one_process`` (the same strategy in one process,
-    samples/s of the timed training steps) and the scaling efficiency: speed-up / world size."""
-    if result.distributed is None or one_process is None:
-        return None, None
-    mine, theirs = result.main_throughput(), one_process.main_throughput()
-    if mine is None or theirs is None or not mine[1].samples_per_s or not theirs[1].samples_per_s:
-        return None, None
-    speedup = mine[1].samples_per_s / theirs[1].samples_per_s
-    return speedup, speedup / result.distributed.world_size

@@ -3,8 +3,8 @@ environment variables, which the launched ranks inherit:
 
 * ``BENCH_TEST_SAVE_PARAMS=1``: after the strategy, the parameters of the first model it called, whole
   (FSDP shards gathered; DDP's ``module.`` prefix dropped), go to ``params.pt`` in the run folder (rank 0);
-* ``BENCH_TEST_FAIL_RANK=R`` and ``BENCH_TEST_FAIL_MODE=raise|die|hang``: rank R raises, kills itself or
-  sleeps instead of running the strategy (``BENCH_TEST_FAIL_AFTER=N``: after its N-th training forward).
+* ``BENCH_TEST_FAIL=STRATEGY:RANK:MODE:AFTER[,...]``: in that strategy's run, that rank raises, kills itself
+  or sleeps (MODE ``raise``, ``die`` or ``hang``) after AFTER training forwards of its model (0: at once).
 """
 
 from __future__ import annotations
@@ -17,8 +17,16 @@ from typing import Any
 from bench.api import hookimpl
 
 
-def _fail(rank: int) -> None:
-    mode = os.environ.get("BENCH_TEST_FAIL_MODE", "raise")
+def _fault(strategy: str, rank: int | None) -> tuple[str, int] | None:
+    """(mode, after) for this strategy and rank, if a fault is asked for."""
+    for spec in filter(None, os.environ.get("BENCH_TEST_FAIL", "").split(",")):
+        name, who, mode, after = spec.split(":")
+        if name == strategy and rank is not None and int(who) == rank:
+            return mode, int(after)
+    return None
+
+
+def _fail(rank: int | None, mode: str) -> None:
     if mode == "die":
         os.kill(os.getpid(), signal.SIGKILL)
     if mode == "hang":
@@ -31,10 +39,11 @@ def bench_run_strategy(run: Any) -> Any:
     import torch
 
     rank = run.dist.rank if run.dist is not None else None
-    failing = rank is not None and str(rank) == os.environ.get("BENCH_TEST_FAIL_RANK")
-    after = int(os.environ.get("BENCH_TEST_FAIL_AFTER", "0"))
+    fault = _fault(run.strategy.name, rank)
+    mode, after = fault or ("", 0)
+    failing = fault is not None
     if failing and after <= 0:
-        _fail(rank)
+        _fail(rank, mode)
     seen: list[Any] = []
     calls = [0]
 
@@ -44,7 +53,7 @@ def bench_run_strategy(run: Any) -> Any:
         if failing and seen and module is seen[0] and module.training:
             calls[0] += 1
             if calls[0] > after:
-                _fail(rank)
+                _fail(rank, mode)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(pre)
     try:
