@@ -188,9 +188,9 @@ def _distributed_row(r: RunResult, labelled: bool, world: str,
         train = r.phase("train")
         peak = _mib(_peak(train)) if train else "-"
         p = r.params
-        held = _mib(p.param_bytes + p.grad_bytes + p.optimizer_state_bytes) if p else "-"
+        whole = _mib(p.param_bytes + p.grad_bytes + p.optimizer_state_bytes) if p else "-"
         return (*_key(r, labelled), "-", world, _num(tp.samples_per_s if tp else None, 1),
-                _num(tp.real_tokens_per_s if tp else None, 0), step, peak, held, "-", _pct(r.mfu), "1.00x",
+                _num(tp.real_tokens_per_s if tp else None, 0), step, peak, whole, "-", _pct(r.mfu), "1.00x",
                 "reference")
     timed = [i for i, s in enumerate(r.steps) if s.kind == "timed" and s.phase == (main[0] if main else "train")]
     per_rank_steps = [_median([m.step_seconds[i] for i in timed if i < len(m.step_seconds)]) for m in d.ranks]
