@@ -92,7 +92,7 @@ from bench.training.classify import (
     train_and_test,
 )
 from bench.training.loop import TrainOutcome, TrainSettings, train
-from bench.training.parallel import ParallelOptions
+from bench.training.parallel import ParallelOptions, full_state_dict
 
 # -- the training library: sft ----------------------------------------------------------------------------------
 from bench.training.sft import (
@@ -177,6 +177,7 @@ __all__ = [
     "exact_match_scores",
     "finetune",
     "freeze_all_but",
+    "full_state_dict",
     "generate",
     "generation_sections",
     "hookimpl",

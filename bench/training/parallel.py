@@ -124,6 +124,17 @@ def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
     return torch.no_grad() if is_sharded(model) else torch.inference_mode()
 
 
+def full_state_dict(model: Any) -> dict[str, Any] | None:
+    """The whole state dict of an FSDP-sharded ``model``, on the CPU, for saving (a collective: call it on every
+    rank; rank 0 gets the tensors, the others an empty dict); ``None`` for a model that is not sharded (its own
+    ``state_dict()`` is whole)."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 @contextlib.contextmanager
 def unsharded_root(model: Any) -> Iterator[None]:
     """Within the block the FSDP root's own parameters (embeddings, final norm, head) stay gathered, so a
