@@ -219,7 +219,7 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
                              "plan it with bench plan")
         if config.seq_len:
             raise UsageError("--seq-len sets the length of synthetic batches: it needs --weights random")
-    if config.random_weights:
+    if config.random_weights and not config.launch.distributed:  # a plan is one process's: ranks hold less
         _refuse_what_does_not_fit(harness, config, [name for name, _ in resolved])
     main = True
     if config.launch.outer:  # one rank of an outer launcher's job (torchrun): join it; rank 0 prints and writes
