@@ -154,6 +154,25 @@ def test_launch_options_are_checked(monkeypatch, tmp_path, capsys):
     assert "already rank 1 of a torch.distributed job of 2" in capsys.readouterr().err
 
 
+def test_the_launchers_signal_handlers_are_put_back():
+    """The elastic launcher installs its own SIGINT/SIGTERM handlers and leaves them: after a job the host's are
+    back, and a Ctrl-C the launcher turned into its ``SignalException`` is a ``KeyboardInterrupt`` again."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from bench.host.launch import launcher_signals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), launcher_signals():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SignalException("stopped", sigval=signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(SignalException), launcher_signals():
+        raise SignalException("stopped", sigval=signal.SIGTERM)
+
+
 def test_parallel_must_be_ddp_or_fsdp():
     from bench.training.classify import TrainingConfig
     from bench.training.sft_recipe import SftConfig
@@ -191,13 +210,14 @@ def _same_training(one: dict, other: dict, out: Path) -> None:
 
 
 def test_ddp_and_fsdp_train_as_one_process(exact_bert, sentiment_csv, tmp_path, monkeypatch, capsys):
-    """all-layers in DDP, last-layers training every layer in FSDP: each after its one-process reference,
-    all in one results file."""
+    """all-layers in DDP, last-layers training every layer in FSDP, both accumulating two micro-batches a step
+    (the ranks reduce once a step): each after its one-process reference, all in one results file."""
     monkeypatch.setenv("BENCH_TEST_SAVE_PARAMS", "1")
     out = tmp_path / "out"
     code = main(["run", "-s", "all-layers", "-s", "last-layers", "-o", "last-layers.train_layers=all",
                  "-o", "last-layers.parallel=fsdp", "--lr", "1e-3", "--model", str(exact_bert),
-                 "--dataset", str(sentiment_csv), "--epochs", "2", "--batch-size", "8", "--train-samples", "0",
+                 "--dataset", str(sentiment_csv), "--epochs", "2", "--batch-size", "4", "--grad-accum", "2",
+                 "--train-samples", "0",
                  "--precision", "fp32", "--nproc-per-node", "2", "--no-isolate", "--plugins-dir", str(PROBE),
                  "--out", str(out), "-q"])
     assert code == 0, capsys.readouterr().err
@@ -205,7 +225,7 @@ def test_ddp_and_fsdp_train_as_one_process(exact_bert, sentiment_csv, tmp_path, 
     assert [(r["strategy"], (r["distributed"] or {}).get("parallel")) for r in rows] == [
         ("all-layers", None), ("all-layers", "ddp"), ("last-layers", None), ("last-layers", "fsdp")]
     for one, spread in ((rows[0], rows[1]), (rows[2], rows[3])):
-        assert len(one["extra"]["train_losses"]) == 20  # 76 examples, batch 8, 2 epochs
+        assert len(one["extra"]["train_losses"]) == 20  # 76 examples, 19 micro-batches of 4: 10 steps an epoch
         _same_training(one, spread, out)
         assert spread["metrics"]["test_accuracy"] == one["metrics"]["test_accuracy"]  # counts reduced exactly
         assert spread["metrics"]["test_loss"] == pytest.approx(one["metrics"]["test_loss"], rel=TOLERANCE)
@@ -281,7 +301,7 @@ def test_bench_run_under_an_outer_launcher_runs_as_one_rank(tiny_bert, sentiment
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from bench.host.launch import _start_method  # the forkserver a test before may have started: fast
+    from bench.host.launch import _start_method, launcher_signals  # the forkserver of a test before: fast
 
     out = tmp_path / "out"
     args = ["run", "-s", "all-layers", "-s", "feature-extraction", "--model", str(tiny_bert), "--dataset",
@@ -289,7 +309,8 @@ def test_bench_run_under_an_outer_launcher_runs_as_one_rank(tiny_bert, sentiment
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           start_method=_start_method())
-    codes = elastic_launch(config, bench_as_a_rank)(dict(os.environ), args)
+    with launcher_signals():
+        codes = elastic_launch(config, bench_as_a_rank)(dict(os.environ), args)
     assert codes == {0: 0, 1: 0}
     rows = read_results(out)["results"]
     assert [(r["strategy"], r["status"]) for r in rows] == [("all-layers", "passed"), ("feature-extraction", "passed")]

@@ -160,7 +160,7 @@ def run_job(config: BenchConfig, name: str, run_dir: Path,
         max_restarts=0, monitor_interval=0.1, start_method=_start_method())
     started = time.perf_counter()
     try:
-        with _quiet_launcher(config.debug):
+        with _quiet_launcher(config.debug), launcher_signals():
             elastic_launch(lc, entrypoint)(config, name, str(run_dir), dict(os.environ))
     except ChildFailedError as exc:
         return _job_failed(config, name, run_dir, exc.failures, time.perf_counter() - started)
@@ -309,6 +309,28 @@ def _ranks(ranks: Sequence[int]) -> str:
 def _peer_caused(error: ErrorInfo) -> bool:
     text = f"{error.type} {error.message}".lower()
     return error.type != "ProcessDied" and any(marker in text for marker in _PEER_ERRORS)
+
+
+@contextmanager
+def launcher_signals() -> Any:
+    """The elastic launcher replaces this process's SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers (to stop its workers)
+    and leaves them so; put them back after the job, and make its Ctrl-C a ``KeyboardInterrupt`` again."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    try:
+        yield
+    except SignalException as exc:
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @contextmanager

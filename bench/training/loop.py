@@ -191,7 +191,8 @@ def _optimizer_step(run: RunContext, model: Any, micro: list[Batch], optimizer: 
                 scaled.backward()
                 return scaled.detach()
 
-            scaled = run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
+            with parallel.gradient_sync(model, batch is micro[-1]):  # reduce once, after the last micro-batch
+                scaled = run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
             total_loss = scaled if total_loss is None else total_loss + scaled
         if settings.max_grad_norm > 0:
             clip_gradients(params, settings.max_grad_norm, run.device)

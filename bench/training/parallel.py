@@ -16,6 +16,8 @@ recipes call them unconditionally and a one-process run takes the same code path
 * **Evaluation** is sharded by batch (:func:`shard`); ranks left short of batches run stand-in batches whose
   outputs are dropped, so every rank makes the same number of forward calls (FSDP gathers parameters in each).
   Metrics are reduced exactly: sums and counts (:func:`all_sum`), or every prediction (:func:`all_gather`).
+* **Accumulation.** With several micro-batches a step the ranks reduce gradients once, after the last
+  (:func:`gradient_sync`).
 * **DDP** (``DistributedDataParallel``, ``gradient_as_bucket_view=True``: the gradients are views into the
   communication buckets, so they hold no second copy). **FSDP** is FSDP2 (``fully_shard``): each transformer
   block is one unit, the whole model the root; under ``--precision bf16`` a ``MixedPrecisionPolicy`` gathers
@@ -122,6 +124,18 @@ def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
     import torch
 
     return torch.no_grad() if is_sharded(model) else torch.inference_mode()
+
+
+def gradient_sync(model: Any, sync: bool) -> contextlib.AbstractContextManager[Any]:
+    """Around one micro-batch's backward: with ``sync`` False (not the step's last micro-batch) the gradients
+    only accumulate, without DDP's all-reduce or FSDP's reduce-scatter; the last one reduces them all."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return contextlib.nullcontext() if sync else model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module
+        model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
 
 
 def full_state_dict(model: Any) -> dict[str, Any] | None:
