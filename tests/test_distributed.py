@@ -111,8 +111,38 @@ def test_ranks_combine_into_one_result():
     assert merged.throughput["train"].samples_per_s == pytest.approx(16 / 3.5)
     assert merged.phase("train").cpu_peak_rss_bytes == 300
     assert merged.peak_flops == 2000.0  # the sum of the ranks' peaks
-    assert merged.mfu == pytest.approx(10.0 * 200 / 3.5 / 2000.0)
+    assert merged.mfu == pytest.approx(10.0 * 200 / 3.5 / 2000.0) and merged.mfu_note == ""
     assert [m.step_seconds for m in merged.distributed.ranks] == [(1.0, 2.0), (1.5, 1.0)]
+
+
+def test_a_rank_takes_the_hosts_peak_without_probing_again():
+    """On CUDA each rank's GPU has the host's per-device peak (the sum: world size x it); on the CPU the ranks
+    share the cores the host's peak was measured on, each its threads' share (the sum: the host's peak)."""
+    from bench.core.config import BenchConfig
+    from bench.host.launch import rank_peak
+
+    gpu = BenchConfig(device="cuda", peak_flops=989.4e12, peak_source="datasheet: H200", peak_threads=0)
+    assert rank_peak(gpu, 1) == gpu
+    cpu = BenchConfig(peak_flops=100e9, peak_source="measured: probe", peak_threads=2)
+    mine = rank_peak(cpu, 1)
+    assert mine.peak_flops == 50e9 and mine.peak_source == "1/2 threads of the host's peak (measured: probe)"
+    assert rank_peak(cpu, 2) == cpu and rank_peak(BenchConfig(), 1) == BenchConfig()
+
+
+def test_a_distributed_run_is_a_series_of_its_own():
+    """A distributed row and its one-process reference share the strategy's name but are not repeats of each
+    other: the report names them apart and neither averages them nor compares them as one entry."""
+    from bench.compare.sources import source_from_results
+    from bench.results import verdicts
+    from bench.results.schema import DistributedInfo, Provenance, RunResult
+
+    prov = Provenance(0, "cpu", "cpu", 1, "fp32", "", "", "", None, "p", None, None, {})
+    one = RunResult("all-layers", "passed", prov)
+    spread = RunResult("all-layers", "passed", prov, distributed=DistributedInfo(2, 1, 2, "gloo", "ddp", "bench"))
+    assert (one.series, spread.series) == ("all-layers", "all-layers [ddp x2]")
+    assert not verdicts.has_repeats([one, spread]) and verdicts.has_repeats([one, spread, one])
+    assert [e.key for e in source_from_results("r.json", [one, spread]).entries] == ["all-layers",
+                                                                                    "all-layers [ddp x2]"]
 
 
 def test_a_failed_job_names_the_rank_that_failed_first(tmp_path):
@@ -238,6 +268,13 @@ def test_ddp_and_fsdp_train_as_one_process(exact_bert, sentiment_csv, tmp_path, 
             assert len(rank["step_seconds"]) == len(spread["steps"])
         steps = [s["samples"] for s in spread["steps"]]
         assert steps == [s["samples"] for s in one["steps"]]  # the same global batch per step
+        assert spread["outcomes"] == one["outcomes"]  # every test example's outcome, each from its rank
+        host_peak, host_threads = one["peak_flops"], one["provenance"]["settings"]["peak_threads"]
+        assert host_peak == read_results(out)["machine"]["peak"]["flops"]  # one peak, settled by the host
+        for rank in d["ranks"]:  # not probed again: the host's, a CPU rank's share by its threads
+            assert rank["peak_flops"] == pytest.approx(host_peak * rank["threads"] / host_threads)
+        assert spread["peak_flops"] == pytest.approx(sum(rank["peak_flops"] for rank in d["ranks"]))
+        assert spread["peak_flops_source"].startswith("sum of 2 ranks' peaks")
     full = rows[1]["distributed"]["ranks"][0]["params"]
     shard = rows[3]["distributed"]["ranks"][0]["params"]
     assert shard["param_bytes"] < full["param_bytes"] and shard["optimizer_state_bytes"] < full["optimizer_state_bytes"]
@@ -305,15 +342,22 @@ def test_bench_run_under_an_outer_launcher_runs_as_one_rank(tiny_bert, sentiment
 
     out = tmp_path / "out"
     args = ["run", "-s", "all-layers", "-s", "feature-extraction", "--model", str(tiny_bert), "--dataset",
-            str(sentiment_csv), "--epochs", "1", "--batch-size", "8", "--out", str(out), "-q", "-p", "no:profiler"]
+            str(sentiment_csv), "--epochs", "1", "--batch-size", "8", "--repeats", "2", "--out", str(out), "-q",
+            "-p", "no:profiler"]
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           start_method=_start_method())
     with launcher_signals():
         codes = elastic_launch(config, bench_as_a_rank)(dict(os.environ), args)
     assert codes == {0: 0, 1: 0}
-    rows = read_results(out)["results"]
-    assert [(r["strategy"], r["status"]) for r in rows] == [("all-layers", "passed"), ("feature-extraction", "passed")]
+    results = read_results(out)
+    rows = results["results"]
+    assert [(r["strategy"], r["status"], r["repeat"], r["provenance"]["seed"]) for r in rows] == [
+        ("all-layers", "passed", 0, 0), ("feature-extraction", "passed", 0, 0),
+        ("all-layers", "passed", 1, 1), ("feature-extraction", "passed", 1, 1)]  # repeats interleaved
     assert rows[0]["distributed"]["launcher"] == "outer" and rows[0]["distributed"]["world_size"] == 2
     assert rows[1]["distributed"] is None
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["all-layers-1", "feature-extraction-1"]
+    peak = results["machine"]["peak"]["flops"]  # rank 0's, taken by rank 1: each rank's peak is it
+    assert [r["peak_flops"] for r in rows[0]["distributed"]["ranks"]] == [peak, peak]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["all-layers-1", "all-layers-2", "feature-extraction-1",
+                                                                "feature-extraction-2"]

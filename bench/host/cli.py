@@ -82,7 +82,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "list":
         return cmd_list(harness, args.plugins)
     if args.command == "report":
-        return cmd_report(harness, args.results, args.format, args.plot, args.output)
+        return cmd_report(harness, args.results, args.format, args.plot, args.output, args.raw)
     if args.command in ("run", "plan"):
         cli_values = {k: v for k, v in vars(args).items()
                       if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format")}
@@ -118,6 +118,7 @@ def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
     rep_p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
     rep_p.add_argument("--plot", metavar="FILE", help="draw accuracy against training time (PNG/SVG/PDF)")
     rep_p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    rep_p.add_argument("--raw", action="store_true", help="one row per run, where repeats would be summarised")
     assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
     assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
     assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
@@ -235,7 +236,8 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
         for name, cfg in dict(resolved).items():
             out.line(f"  {name}: {_short_config(cfg)}")
         try:
-            session = harness.run([name for name, _ in resolved], on_start=lambda n: out.line(f"running {n} ..."))
+            session = harness.run([name for name, _ in resolved], on_start=lambda n: out.line(f"running {n} ..."),
+                                  say=out.line)
         except KeyboardInterrupt:
             kept = harness.session
             print(f"{PROG}: interrupted; {sum(r.passed for r in kept.results) if kept else 0} finished result(s) "
@@ -245,7 +247,8 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
         failed = [r.strategy for r in results if not r.passed]
         if main:
             hook = harness.hook
-            sections = [s for group in hook.bench_report_sections(config=config, results=results) or [] for s in group]
+            sections = [s for group in hook.bench_report_sections(config=config, results=results, raw=False) or []
+                        for s in group]
             print()
             print(render(sections, "table", results))
             hook.bench_terminal_summary(config=config, results=results, write=print)
@@ -262,7 +265,7 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
 
 
 def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,
-               output: str | None) -> int:
+               output: str | None, raw: bool = False) -> int:
     import dataclasses
 
     from bench.results.plot import plot
@@ -275,7 +278,8 @@ def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str 
     labels = _labels(paths) if len(paths) > 1 else [""] * len(paths)
     for label, loaded in zip(labels, files):
         results.extend(dataclasses.replace(r, label=label) for r in loaded.results)
-    sections = [s for group in harness.hook.bench_report_sections(config=None, results=results) or [] for s in group]
+    sections = [s for group in harness.hook.bench_report_sections(config=None, results=results, raw=raw) or []
+                for s in group]
     text = render(sections, fmt, results)
     if output:
         Path(output).write_text(text, encoding="utf-8")

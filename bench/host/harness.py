@@ -38,6 +38,7 @@ from bench.host.plugins import PluginHost
 from bench.host.registry import StrategyRegistry
 from bench.host.session import Session
 from bench.host.worker import execute, failed_result
+from bench.measure.peak import Peak, machine_peak, peak_data
 from bench.results.schema import RunResult
 from bench.results.store import result_from_data, write_json_atomic
 
@@ -48,6 +49,26 @@ class StrategyField(NamedTuple):
     type: Any
     help: str
     strategies: list[str]
+
+
+class Planned(NamedTuple):
+    """One strategy run of a ``bench run``: the strategy, which repeat, and its config (the repeat's seed)."""
+
+    name: str
+    repeat: int
+    config: BenchConfig
+
+    def label(self, what: str) -> str:
+        """What the progress line says: ``what``, and the repeat when there are several."""
+        repeats = self.config.repeats
+        return what if repeats == 1 else f"{what} (repeat {self.repeat + 1}/{repeats}, seed {self.config.seed})"
+
+
+def peak_threads(device: str) -> int:
+    """The intra-op threads a CPU peak was measured with (this process's); 0 for a GPU (a per-device figure)."""
+    import torch
+
+    return 0 if device == "cuda" else torch.get_num_threads()
 
 
 class Harness:
@@ -125,6 +146,14 @@ class Harness:
             finally:
                 progress.configure(quiet=previous_quiet)
 
+    def peak(self) -> Peak:
+        """The device's peak FLOP/s for this run, settled once: every row's MFU is against it."""
+        from bench.data.assets import cache_dir
+
+        config = self.config
+        return machine_peak(config.device, config.precision, cache_dir(),
+                            remeasure=bool(config.getoption("remeasure_peak", False)))
+
     def machine_info(self) -> dict[str, Any]:
         machine: dict[str, Any] = self.hook.bench_generate_machine_info() or {}
         self.hook.bench_update_machine_info(config=self.config, machine_info=machine)
@@ -132,7 +161,8 @@ class Harness:
 
     # -- running --------------------------------------------------------------------------------------
 
-    def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None) -> Session:
+    def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None,
+            say: Callable[[str], None] | None = None) -> Session:
         """Run each strategy in turn, each in its own run folder; the results file is saved after each.
         Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``).
         With ``--nproc-per-node`` each strategy that has a parallel option runs as a torch.distributed job
@@ -141,31 +171,49 @@ class Harness:
         config = self.config
         settings = config.launch
         main = not settings.outer or launch.outer_context().is_main
-        self.session = session = Session(config.out_dir, self.machine_info(),
+        machine = self.machine_info()
+        if config.peak_flops is None:
+            peak = launch.agreed_peak(self.peak) if settings.outer else self.peak()  # outer: rank 0 settles it
+            config = dataclasses.replace(config, peak_flops=peak.flops, peak_source=peak.source,
+                                         peak_threads=peak_threads(config.device))
+        else:
+            peak = Peak(config.peak_flops, config.peak_source, config.device, config.precision)
+        machine["peak"] = peak_data(peak)
+        if say is not None:
+            theory = (f"; theoretical {peak.theoretical_flops / 1e9:,.1f} GFLOP/s ({peak.theoretical_source})"
+                      if peak.theoretical_flops else "")
+            say(f"peak: {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}){theory}")
+        self.session = session = Session(config.out_dir, machine,
                                          (lambda r: self.hook.bench_result_ready(config=config, result=r)) if main
                                          else None, write=main)
         session.save()
+        # interleaved repeats: A B C, A B C, ... so a slow minute hits no one alone
+        plan = [Planned(name, repeat, dataclasses.replace(config, seed=config.seed + repeat))
+                for repeat in range(config.repeats) for name in names]
         if settings.outer:
-            launch.run_as_rank(self, names, session, on_start, self.parallel_capable)
+            launch.run_as_rank(self, plan, session, on_start, self.parallel_capable)
             return session
-        for name in names:
+        for item in plan:
+            name = item.name
             if not settings.launches:
-                self._run_one(session, name, name, on_start, distributed=False)
+                self._run_one(session, item, item.label(name), on_start, distributed=False)
                 continue
             if not self.parallel_capable(name):
-                self._run_one(session, name, f"{name} (no parallel option: one process)", on_start, distributed=False)
+                self._run_one(session, item, item.label(f"{name} (no parallel option: one process)"), on_start,
+                              distributed=False)
                 continue
             world = settings.nproc_per_node * settings.nnodes
             if settings.scaling_reference and settings.nnodes == 1 and settings.nproc_per_node > 1:
-                self._run_one(session, name, f"{name} in one process (the scaling reference)", on_start,
+                self._run_one(session, item, item.label(f"{name} in one process (the scaling reference)"), on_start,
                               distributed=False)
-            self._run_one(session, name, f"{name} on {world} processes ({launch.backend_for(config.device)})",
+            self._run_one(session, item,
+                          item.label(f"{name} on {world} processes ({launch.backend_for(config.device)})"),
                           on_start, distributed=True)
         return session
 
-    def _run_one(self, session: Session, name: str, label: str, on_start: Callable[[str], None] | None, *,
+    def _run_one(self, session: Session, item: Planned, label: str, on_start: Callable[[str], None] | None, *,
                  distributed: bool) -> None:
-        config = self.config
+        config, name = item.config, item.name
         if on_start is not None:
             on_start(label)
         run_dir = runfolders.allocate(config.out_dir, name)
@@ -174,12 +222,12 @@ class Harness:
             if distributed:
                 result = launch.run_job(config, name, run_dir, rank_main)
             else:
-                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir)
+                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir, config)
         except KeyboardInterrupt:
             session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
                                       time.perf_counter() - started, run_dir=run_dir))
             raise
-        session.add(result)
+        session.add(dataclasses.replace(result, repeat=item.repeat))
 
     def parallel_capable(self, name: str) -> bool:
         """Whether strategy ``name`` can run as a torch.distributed job: its config has a ``parallel`` option

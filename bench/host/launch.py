@@ -48,13 +48,14 @@ from bench.core.errors import BenchError
 from bench.core.plain import to_data
 from bench.host import runfolders
 from bench.host.worker import execute, failed_result
+from bench.measure.peak import Peak
 from bench.measure.profiler import read_collectives
 from bench.measure.ranks import combine, rank_measure
 from bench.results.schema import DistributedInfo, ErrorInfo, RankMeasure, RunResult, from_data
 from bench.results.store import result_from_data, write_json_atomic
 
 if TYPE_CHECKING:
-    from bench.host.harness import Harness
+    from bench.host.harness import Harness, Planned
     from bench.host.session import Session
 
 RANKS_DIR = "ranks"  # in the run folder: each failed rank's error
@@ -130,6 +131,31 @@ def gather(ctx: DistContext, obj: Any) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj, group=ctx.cpu_group)
     return out
+
+
+def rank_peak(config: BenchConfig, threads: int) -> BenchConfig:
+    """``config`` with this rank's peak FLOP/s: the one the host settled before the first strategy, never probed
+    again here. A GPU is the rank's own: the host's per-device peak. A CPU is shared by the node's ranks, each on
+    ``threads`` of the cores: the host's peak, measured on ``config.peak_threads`` threads, scaled to them."""
+    if config.peak_flops is None or config.peak_threads <= 0 or threads == config.peak_threads:
+        return config
+    share = threads / config.peak_threads
+    return dataclasses.replace(config, peak_flops=config.peak_flops * share, peak_threads=threads,
+                               peak_source=f"{threads}/{config.peak_threads} threads of the host's peak "
+                                           f"({config.peak_source})")
+
+
+def agreed_peak(settle: Callable[[], Peak]) -> Peak:
+    """Under an outer launcher: rank 0 settles the run's peak (``settle``: the cache or a probe, while the
+    other ranks wait) and every rank takes it."""
+    import torch.distributed as dist
+
+    ctx = outer_context()
+    chosen = [settle() if ctx.is_main else None]
+    dist.broadcast_object_list(chosen, src=0, group=ctx.cpu_group)
+    peak = chosen[0]
+    assert isinstance(peak, Peak)
+    return peak
 
 
 # -------------------------------------------------------------------------------------------------
@@ -214,6 +240,7 @@ def run_rank(config: BenchConfig, name: str, folder: Path, make_harness: Callabl
         ctx, threads = join_group(config, config.launch.nnodes)
     except Exception as exc:
         _fail_rank(folder, rank, exc)
+    config = rank_peak(config, threads)
     try:
         harness = make_harness(config)
         with harness.configured(config):
@@ -377,28 +404,29 @@ def outer_context() -> DistContext:
     return _OUTER[0]
 
 
-def run_as_rank(harness: Harness, names: Sequence[str], session: Session,
+def run_as_rank(harness: Harness, plan: Sequence[Planned], session: Session,
                 on_start: Callable[[str], None] | None, parallel_capable: Callable[[str], bool]) -> None:
-    """Run each strategy as this rank (strategies without a parallel option: rank 0 alone), meet the other
-    ranks after each, and add the same rows to every rank's session (rank 0's writes the file)."""
+    """Run each planned strategy run as this rank (strategies without a parallel option: rank 0 alone), meet the
+    other ranks after each, and add the same rows to every rank's session (rank 0's writes the file)."""
     import torch.distributed as dist
 
     assert _OUTER is not None
     ctx, threads = _OUTER
-    config = harness.config
-    for position, name in enumerate(names):
+    for position, item in enumerate(plan):
+        name, config = item.name, rank_peak(item.config, threads)
         if on_start is not None:
-            on_start(name)
+            on_start(item.label(name))
         run_dir = _agreed_run_folder(config.out_dir, name, ctx)
         capable = parallel_capable(name)
         started = time.perf_counter()
-        result = execute(harness, name, run_dir, dist=ctx if capable else None) if capable or ctx.is_main else None
+        result = execute(harness, name, run_dir, config, dist=ctx if capable else None) \
+            if capable or ctx.is_main else None
         try:
             if not capable:  # rank 0 ran it; the others wait for as long as it takes
                 dist.monitored_barrier(group=ctx.cpu_group, timeout=timedelta(days=7), wait_all_ranks=True)
                 row = [to_data(result)]
                 dist.broadcast_object_list(row, src=0, group=ctx.cpu_group)
-                session.add(result_from_data(row[0]))
+                session.add(dataclasses.replace(result_from_data(row[0]), repeat=item.repeat))
                 continue
             # A rank that failed arrives at once, the others after their collective timed out: wait for both.
             dist.monitored_barrier(group=ctx.cpu_group, timeout=timedelta(seconds=2 * ctx.timeout_s + 30),
@@ -408,33 +436,35 @@ def run_as_rank(harness: Harness, names: Sequence[str], session: Session,
             everything = gather(ctx, (to_data(result), measure))
         except Exception as exc:  # a rank did not arrive (hung or died): end the job
             message = f"a rank did not reach the exchange after {name} within --dist-timeout {ctx.timeout_s:g} s: {exc}"
-            _end_outer_job(config, session, names[position:], name, run_dir, message, time.perf_counter() - started)
+            _end_outer_job(config, session, plan[position:], run_dir, message, time.perf_counter() - started)
             return
         results = [result_from_data(r) for r, _ in everything]
         failed = [(rank, r.error) for rank, r in enumerate(results) if not r.passed and r.error is not None]
         if not failed:
             info = distributed_info(config, ctx, dict(results[0].provenance.config), "outer")
             merged = combine(results, [from_data(RankMeasure, m) for _, m in everything], info)
-            session.add(dataclasses.replace(merged, base_dir=str(config.out_dir.resolve())))
+            session.add(dataclasses.replace(merged, base_dir=str(config.out_dir.resolve()), repeat=item.repeat))
             continue
         own = [(r, e) for r, e in failed if not _peer_caused(e)] or failed
         rank, error = own[0]
         message = f"rank {rank} of {ctx.world_size} failed: {error.summary}"
-        _end_outer_job(config, session, names[position:], name, run_dir, message, time.perf_counter() - started,
-                       error)
+        _end_outer_job(config, session, plan[position:], run_dir, message, time.perf_counter() - started, error)
         return
 
 
-def _end_outer_job(config: BenchConfig, session: Session, rest: Sequence[str], name: str, run_dir: Path,
+def _end_outer_job(config: BenchConfig, session: Session, rest: Sequence[Planned], run_dir: Path,
                    message: str, wall: float, error: ErrorInfo | None = None) -> None:
-    """A fault under an outer launcher: the failed row, the strategies after it as not run, then every rank
-    exits with 1 (the launcher ends the job; a hung rank cannot be trusted to take part in another run)."""
-    session.add(failed_result(config, name, message, error.type if error else "RankFailed", wall,
-                              usage=error.usage if error else False, run_dir=run_dir,
-                              traceback_text=error.traceback if error else ""))
+    """A fault under an outer launcher: the failed row (``rest[0]``), the runs after it as not run, then every
+    rank exits with 1 (the launcher ends the job; a hung rank cannot be trusted to take part in another run)."""
+    name = rest[0].name
+    session.add(dataclasses.replace(
+        failed_result(config, name, message, error.type if error else "RankFailed", wall,
+                      usage=error.usage if error else False, run_dir=run_dir,
+                      traceback_text=error.traceback if error else ""), repeat=rest[0].repeat))
     for later in rest[1:]:
-        session.add(failed_result(config, later, f"not run: the torch.distributed job ended after {name} failed",
-                                  "NotRun"))
+        session.add(dataclasses.replace(
+            failed_result(later.config, later.name, f"not run: the torch.distributed job ended after {name} failed",
+                          "NotRun"), repeat=later.repeat))
     print(f"bench: {name}: {message}; ending the job", file=sys.stderr)
     os._exit(1)  # the process group may be stuck in a collective: no clean shutdown to wait for
 

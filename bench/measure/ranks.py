@@ -6,10 +6,14 @@ device's peak FLOP/s, its time in collectives from its own profiler trace); rank
 
 * a step of the run takes as long as its slowest rank (the ranks wait for each other in the gradient
   all-reduce), and does the work of all of them: step ``i``'s seconds are the maximum over the ranks' step
-  ``i``, its samples and tokens the sum; throughput (samples/s, tokens/s) comes from these combined steps;
+  ``i``, its samples, tokens and CPU seconds the sum, its speed-index reading the slowest rank's; throughput
+  (samples/s, tokens/s) comes from these combined steps;
 * each phase's wall time and peak memory is the maximum over the ranks; every rank's own figures stay in
   ``result.distributed.ranks`` (per-rank peak memory, parameter/gradient/optimizer bytes, step times);
-* MFU is counted FLOPs per token x the combined tokens/s / the sum of the ranks' peaks.
+* MFU is counted FLOPs per token x the combined tokens/s / the sum of the ranks' peaks (each rank's peak is the
+  one the host settled before the first strategy, never probed again in a rank: :func:`bench.host.launch.rank_peak`);
+* the work counters, metrics and per-example outcomes are rank 0's result's (the metrics and outcomes were
+  reduced over the ranks already; the work counters count rank 0's share of a step).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from bench.measure.meter import mfu_of, throughput_of
+from bench.measure.meter import achieved_flops, throughput_of
+from bench.measure.peak import Peak, judge_mfu
 from bench.results.schema import (
     CollectiveTime,
     DistributedInfo,
@@ -51,9 +56,12 @@ def combine(results: Sequence[RunResult], measures: Sequence[RankMeasure], info:
     main_phase = merged.main_throughput()
     if main.flops_per_token is None or not peak_sum or main_phase is None:
         return dataclasses.replace(merged, mfu=None)
-    return dataclasses.replace(merged, mfu=mfu_of(steps, main_phase[0], main.flops_per_token, peak_sum),
-                               peak_flops=peak_sum,
-                               peak_flops_source=f"sum of {len(measures)} ranks' peaks ({main.peak_flops_source})")
+    source = f"sum of {len(measures)} ranks' peaks ({main.peak_flops_source})"
+    achieved = achieved_flops(steps, main_phase[0], main.flops_per_token)
+    if achieved is None:
+        return dataclasses.replace(merged, mfu=None, peak_flops=peak_sum, peak_flops_source=source)
+    mfu, note = judge_mfu(achieved, Peak(peak_sum, source, main.provenance.device, main.provenance.precision))
+    return dataclasses.replace(merged, mfu=mfu, mfu_note=note, peak_flops=peak_sum, peak_flops_source=source)
 
 
 def combined_steps(per_rank: Sequence[Sequence[StepSample]]) -> tuple[StepSample, ...]:
@@ -61,8 +69,12 @@ def combined_steps(per_rank: Sequence[Sequence[StepSample]]) -> tuple[StepSample
     out = []
     for same in zip(*per_rank):
         first = same[0]
+        references = [s.reference_s for s in same if s.reference_s is not None]
+        cpu = [s.cpu_s for s in same]
         out.append(StepSample(first.kind, max(s.seconds for s in same), sum(s.samples for s in same),
-                              sum(s.tokens for s in same), first.phase, sum(s.input_tokens for s in same)))
+                              sum(s.tokens for s in same), first.phase, sum(s.input_tokens for s in same),
+                              reference_s=max(references) if references else None,
+                              cpu_s=sum(c for c in cpu if c is not None) if all(c is not None for c in cpu) else None))
     return tuple(out)
 
 

@@ -38,6 +38,8 @@ class StepSample:
     tokens: int
     phase: str = "train"
     input_tokens: int = 0  # non-padding tokens through the model (for MFU); SFT counts prompts here too
+    reference_s: float | None = None  # the speed index right after this (timed) step: see bench.measure.meter
+    cpu_s: float | None = None  # the process's CPU time in the step, all threads (time.process_time)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,19 @@ class PhaseMeasure:
     gpu_peak_allocated_bytes: int | None = None
     gpu_peak_reserved_bytes: int | None = None
     energy_j: float | None = None  # joules the device's counter advanced during the phase (None: not measured)
+
+
+@dataclass(frozen=True)
+class WorkMeasure:
+    """Deterministic work of one counted step (the first warm-up step of the main phase): its batch, FLOPs,
+    aten operator calls by name and bytes the operators allocated. Equal code on equal batches gives
+    equal counts on any machine load."""
+
+    samples: int
+    padded_tokens: int
+    flops: float
+    allocated_bytes: int
+    ops: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,15 +232,22 @@ class RunResult:
     mfu: float | None = None
     peak_flops: float | None = None
     peak_flops_source: str | None = None
+    mfu_note: str = ""  # why mfu is missing: e.g. it would exceed 100% (the peak is wrong)
     trained_parameters: tuple[str, ...] = ()
     trained_modules: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     error: ErrorInfo | None = None
     wall_s: float = 0.0
     label: str = ""
+    metric_samples: Mapping[str, int] = field(default_factory=dict)  # examples behind each fraction metric
+    outcomes: Mapping[str, str] = field(default_factory=dict)  # metric -> each example's outcome, "0110...", in order
+    data_sha256: str = ""  # the data's identity (rows that differ in it are flagged)
+    model_sha256: str = ""  # the weights' identity
+    repeat: int = 0  # which repeat of its strategy (--repeats; seed = the run's seed + repeat)
     run_dir: str = ""  # this run's folder, relative to the results file's folder (runs/<strategy>-<i>)
     techniques: Mapping[str, TechniqueUse] = field(default_factory=dict)  # speed techniques on / off
     activations: ActivationMeasure | None = None  # training activation bytes, measured in a warm-up step
+    work: WorkMeasure | None = None  # deterministic work of one counted step of the main phase
     energy: EnergyInfo | None = None
     distributed: DistributedInfo | None = None  # a torch.distributed run: world size, backend, per-rank figures
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
@@ -245,6 +267,14 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def series(self) -> str:
+        """What a row is named by and repeats are grouped by: the strategy, and for a torch.distributed run its
+        parallel mode and world size (``all-layers [ddp x2]``), so that it is never averaged with, or compared
+        as a repeat of, the same strategy in one process."""
+        d = self.distributed
+        return self.strategy if d is None else f"{self.strategy} [{d.parallel} x{d.world_size}]"
 
     def phase(self, name: str) -> PhaseMeasure | None:
         return next((p for p in self.phases if p.name == name), None)

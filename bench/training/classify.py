@@ -83,6 +83,15 @@ class Prepared:
     pad_id: int
 
 
+# The presets every classification fine-tuning strategy shares (a plugin's too: ``presets =
+# CLASSIFICATION_PRESETS``). ci: one run per side of the three built-in classification strategies fits a
+# 5-minute CI job on a 2-core CPU, with about 55 timed steps each for the paired comparison.
+CLASSIFICATION_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64},
+    "ci": {"train_samples": 960, "eval_samples": 256, "epochs": 1, "batch_size": 16, "max_length": 64},
+    "full": {"train_samples": 0, "epochs": 3},
+}
+
 DATA_SEED = 0  # splits and subsets stay fixed across --seed, so seeds vary only training randomness
 
 
@@ -137,12 +146,33 @@ def classification_metrics(done: Finetuned) -> dict[str, float]:
     }
 
 
+def classification_evidence(run: RunContext, prep: Prepared, done: Finetuned) -> dict[str, Any]:
+    """The :class:`StrategyOutput` fields behind a classification row's intervals and paired tests: how
+    many examples each metric saw, each test example's outcome, the data's and the model's identity."""
+    if not done.test:
+        return {"model_sha256": model_fingerprint(prep.source, run.synthetic)}
+    return {
+        "metric_samples": {"test_accuracy": len(prep.test), "test_macro_f1": len(prep.test),
+                           "best_val_accuracy": len(prep.validation)},
+        "correct": {"test_accuracy": done.test_correct},
+        "data_sha256": str(getattr(prep.data, "sha256", "") or ""),
+        "model_sha256": model_fingerprint(prep.source, run.synthetic),
+    }
+
+
 def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
              hidden: list[Any] | None = None) -> dict[str, float]:
     """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast).
-    ``hidden``: the examples' cached prefix outputs, when ``model`` is a :func:`prefix_cache.suffix_model`.
+    ``hidden``: the examples' cached prefix outputs, when ``model`` is a :func:`prefix_cache.suffix_model`."""
+    return evaluate_examples(run, model, examples, batch_size, pad_id, hidden)[0]
+
+
+def evaluate_examples(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
+                      hidden: list[Any] | None = None) -> tuple[dict[str, float], list[int]]:
+    """:func:`evaluate`, and each example's outcome (1 correct, 0 wrong) in the order of ``examples``.
     Under torch.distributed each rank evaluates its shard of the batches and the metrics come from the
-    confusion matrix and the loss sum added over the ranks: exact, the same figures as one process."""
+    confusion matrix, the loss sum and the outcomes added over the ranks (each example is one rank's): exact,
+    the same figures as one process."""
     import torch
 
     model.eval()
@@ -153,8 +183,9 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
         prefix_cache.cached_batches(examples, hidden, picked, pad_id)
     loss_sum = torch.zeros((), dtype=torch.float64)
     confusion: Any = None
+    correct = [0.0] * len(examples)
     with parallel.no_grad(model):
-        for (_, real), batch in zip(runs, progress.bar(source, desc="eval", total=len(runs), unit="batch")):
+        for (indices, real), batch in zip(runs, progress.bar(source, desc="eval", total=len(runs), unit="batch")):
             inputs = batch.to(run.device)
             with run.autocast():
                 out = model(**inputs)
@@ -167,9 +198,14 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
             loss_sum += torch.nn.functional.cross_entropy(logits, inputs["labels"], reduction="sum").double().cpu()
             pairs = inputs["labels"] * classes + logits.argmax(-1)
             confusion += torch.bincount(pairs, minlength=classes * classes).cpu()
-    counts = [float(loss_sum), *(confusion.tolist() if confusion is not None else [])]
-    total_loss, *cells = parallel.all_sum(run, counts)
-    return {**confusion_metrics(cells), "loss": total_loss / max(1, len(examples))}
+            hits = (logits.argmax(-1) == inputs["labels"]).tolist()
+            for index, hit in zip(indices, hits):
+                correct[index] = float(hit)
+    cells = confusion.numel() if confusion is not None else 0
+    counts = [float(loss_sum), *(confusion.tolist() if confusion is not None else []), *correct]
+    total = parallel.all_sum(run, counts)
+    outcomes = [int(round(v)) for v in total[1 + cells:]]
+    return {**confusion_metrics(total[1:1 + cells]), "loss": total[0] / max(1, len(examples))}, outcomes
 
 
 def confusion_metrics(cells: list[float]) -> dict[str, float]:
@@ -198,15 +234,17 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
         model.to(run.device)
     done = train_and_test(run, cfg, prep, model)
     outcome = done.outcome
+    evidence = classification_evidence(run, prep, done)
     return StrategyOutput(
         metrics=classification_metrics(done),
         params=param_counts(model, outcome.optimizer),
+        **evidence,
         trained_parameters=selection.parameters,
         trained_modules=selection.modules,
         extra={
             "train_layers": train_layers,
             "model": prep.source,
-            "model_sha256": model_fingerprint(prep.source, run.synthetic),
+            "model_sha256": evidence["model_sha256"],
             "data": data_summary(prep.data),
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,
@@ -225,6 +263,7 @@ class Finetuned:
     outcome: TrainOutcome
     test: dict[str, float]  # empty for a shape-only run (nothing evaluated)
     prefix_cache_bytes: int = 0
+    test_correct: tuple[int, ...] = ()  # each test example's outcome, in the test split's order
 
 
 def train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model: Any) -> Finetuned:
@@ -293,8 +332,8 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
     if not prep.test:
         return Finetuned(outcome, {}, cache_bytes)
     with run.meter.phase("eval"):
-        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
-    return Finetuned(outcome, test, cache_bytes)
+        test, correct = evaluate_examples(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    return Finetuned(outcome, test, cache_bytes, tuple(correct))
 
 
 def _planned_cache_bytes(model: Any, prep: Prepared, precision: str) -> int:
