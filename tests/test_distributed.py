@@ -186,7 +186,8 @@ def test_launch_options_are_checked(monkeypatch, tmp_path, capsys):
 
 def test_the_launchers_signal_handlers_are_put_back():
     """The elastic launcher installs its own SIGINT/SIGTERM handlers and leaves them: after a job the host's are
-    back, and a Ctrl-C the launcher turned into its ``SignalException`` is a ``KeyboardInterrupt`` again."""
+    back, a Ctrl-C the launcher turned into its ``SignalException`` is a ``KeyboardInterrupt`` again, and a
+    SIGTERM goes to the host's handler (``timeout`` or a scheduler ending bench ends it, as outside a job)."""
     import signal
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -199,8 +200,15 @@ def test_the_launchers_signal_handlers_are_put_back():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SignalException("stopped", sigval=signal.SIGINT)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    with pytest.raises(SignalException), launcher_signals():
-        raise SignalException("stopped", sigval=signal.SIGTERM)
+    seen: list[int] = []  # a SIGTERM the launcher caught reaches the host's own handler (by default: the end)
+    host = signal.signal(signal.SIGTERM, lambda sig, frame: seen.append(sig))
+    try:
+        with pytest.raises(SignalException), launcher_signals():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise SignalException("stopped", sigval=signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, host)
+    assert seen == [signal.SIGTERM]
 
 
 def test_parallel_must_be_ddp_or_fsdp():

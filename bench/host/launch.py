@@ -341,23 +341,32 @@ def _peer_caused(error: ErrorInfo) -> bool:
 @contextmanager
 def launcher_signals() -> Any:
     """The elastic launcher replaces this process's SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers (to stop its workers)
-    and leaves them so; put them back after the job, and make its Ctrl-C a ``KeyboardInterrupt`` again."""
+    and leaves them so; put them back after the job. A signal it caught then acts as it would have without it:
+    SIGINT is a ``KeyboardInterrupt`` (the row is marked interrupted and bench stops); another one goes to the
+    host's own handler (by default it ends bench, as it would have outside a job, rather than being recorded as
+    a failed row while the next strategy starts)."""
     import signal
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
     saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
-    try:
-        yield
-    except SignalException as exc:
-        if exc.sigval == signal.SIGINT:
-            raise KeyboardInterrupt from exc
-        raise
-    finally:
+
+    def restore() -> None:
         for sig, handler in saved.items():
             if handler is not None:
                 signal.signal(sig, handler)
+
+    try:
+        yield
+    except SignalException as exc:
+        restore()
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from exc
+        os.kill(os.getpid(), exc.sigval)  # the host's handler; one that returns (SIG_IGN, say) lets the row fail
+        raise
+    finally:
+        restore()
 
 
 @contextmanager
