@@ -14,6 +14,7 @@ from __future__ import annotations
 # -- the contract: hooks, the strategy protocol, its output, errors ----------------------------------
 from bench.core.config import BenchConfig
 from bench.core.context import RunContext
+from bench.core.dist import DistContext
 from bench.core.errors import BenchError, DataError, ModelError, PluginError, UsageError
 from bench.core.fields import option
 from bench.core.markers import ENTRY_POINT_GROUP, hookimpl, hookspec
@@ -56,10 +57,13 @@ from bench.results.report import Section
 from bench.results.schema import (
     RESULTS_FILENAME,
     ActivationMeasure,
+    CollectiveTime,
+    DistributedInfo,
     EnergyInfo,
     ErrorInfo,
     PhaseMeasure,
     Provenance,
+    RankMeasure,
     ResultsFile,
     RunResult,
     StepSample,
@@ -91,6 +95,7 @@ from bench.training.classify import (
     train_and_test,
 )
 from bench.training.loop import TrainOutcome, TrainSettings, train
+from bench.training.parallel import ParallelOptions, full_state_dict
 
 # -- the training library: sft ----------------------------------------------------------------------------------
 from bench.training.sft import (
@@ -123,7 +128,10 @@ __all__ = [
     "Batch",
     "BenchConfig",
     "BenchError",
+    "CollectiveTime",
     "DataError",
+    "DistContext",
+    "DistributedInfo",
     "EnergyInfo",
     "Encoded",
     "ErrorInfo",
@@ -133,12 +141,14 @@ __all__ = [
     "Meter",
     "ModelError",
     "OptionParser",
+    "ParallelOptions",
     "ParamCounts",
     "PhaseMeasure",
     "PluginError",
     "Prepared",
     "Profiler",
     "Provenance",
+    "RankMeasure",
     "ResultsFile",
     "RunContext",
     "RunResult",
@@ -173,6 +183,7 @@ __all__ = [
     "exact_match_scores",
     "finetune",
     "freeze_all_but",
+    "full_state_dict",
     "generate",
     "generation_sections",
     "hookimpl",

@@ -100,7 +100,7 @@ def source_from_results(path: str, results: Sequence[Any], created: str = "",
     """
     groups: dict[str, list[Any]] = {}
     for r in results:
-        groups.setdefault(r.strategy, []).append(r)
+        groups.setdefault(r.series, []).append(r)  # a distributed run is an entry of its own
     fingerprint = machine_identity(machine or {})
     entries = [entry_from_results(group, fingerprint) for group in groups.values()]
     commits = {r.provenance.git_commit for r in results if r.provenance.git_commit}
@@ -177,7 +177,7 @@ def entry_from_results(runs: Sequence[Any], machine: str = "") -> Entry:
     identity = {"machine": machine, "device": f"{prov.device} {prov.device_name}".strip(),
                 "precision": prov.precision, "data": first.data_sha256, "model": first.model_sha256}
     outcomes = {("accuracy" if k == primary else k): v for k, v in first.outcomes.items()}
-    return Entry(first.strategy, values, Steps(tuple(seconds), tuple(samples), tuple(tokens), tuple(refs),
+    return Entry(first.series, values, Steps(tuple(seconds), tuple(samples), tuple(tokens), tuple(refs),
                                                tuple(run_ids), tuple(cpus)),
                  not failed, error, primary or "", settings, prov.device_name or "", len(runs),
                  {k: tuple(v) for k, v in per_run.items()}, outcomes, work, identity, _top_ops(first))

@@ -29,6 +29,34 @@ class PluginSpec:
 
 
 @dataclass(frozen=True)
+class LaunchSettings:
+    """How strategy runs use torch.distributed (``--nproc-per-node`` and friends), or which rank of an outer
+    launcher's job (``torchrun``, ``srun torchrun``) this process is.
+
+    ``nproc_per_node`` 0 (the default) runs each strategy in one process without torch.distributed; N >= 1
+    launches each parallel-capable strategy run as a job of ``nnodes`` x N processes through torch's elastic
+    launcher. ``outer`` is set when ``bench run`` itself was started as one rank (RANK/WORLD_SIZE/LOCAL_RANK in
+    the environment): it then runs every strategy in this process, as that rank."""
+
+    nproc_per_node: int = 0
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = ""  # host:port of node 0's rendezvous (several nodes); "" on one node: a free local port
+    timeout_s: float = 300.0  # collectives, rendezvous and the exchange after each run
+    scaling_reference: bool = True  # N > 1 on one node: also run each strategy in one process (scaling efficiency)
+    outer: bool = False
+
+    @property
+    def launches(self) -> bool:
+        """``bench run`` launches each parallel-capable strategy run as a torch.distributed job."""
+        return self.nproc_per_node > 0 and not self.outer
+
+    @property
+    def distributed(self) -> bool:
+        return self.launches or self.outer
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """Everything one ``bench run`` was told, resolved and frozen; picklable for run processes."""
 
@@ -53,9 +81,11 @@ class BenchConfig:
     repeats: int = 1  # --repeats N: each strategy N times, seeds seed..seed+N-1, interleaved
     peak_flops: float | None = None  # the run's peak FLOP/s (bench.measure.peak), settled by the host once
     peak_source: str = ""
+    peak_threads: int = 0  # the CPU threads that peak was measured with (a rank's share scales by them); 0: GPU
     quiet: bool = False  # -q: no progress bars, status lines or notes (host and run processes)
     debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
     in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # torch.distributed: --nproc-per-node, torchrun
 
     @property
     def random_weights(self) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.core.config import BenchConfig
+    from bench.core.dist import DistContext
     from bench.core.strategy import Strategy
     from bench.measure.meter import Meter
 
@@ -29,6 +30,10 @@ class RunContext:
         techniques: which speed techniques this run used, filled by :func:`bench.speed.apply` (the shared
             training path calls it) and recorded in the result; a strategy of its own may record its own
             with :meth:`record_technique`.
+        dist: this rank's place in a torch.distributed job (:class:`bench.core.dist.DistContext`), or
+            ``None`` for a one-process run. The shared training path handles it (model wrapping, batch
+            dealing, sharded evaluation); a strategy of its own that does not must not be launched with
+            ``--nproc-per-node`` (only strategies whose config has a ``parallel`` field are).
     """
 
     strategy: Strategy
@@ -39,6 +44,7 @@ class RunContext:
     profile_dir: Path
     hook: Any = None
     techniques: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    dist: DistContext | None = None
 
     @property
     def device(self) -> str:
@@ -50,6 +56,16 @@ class RunContext:
     def synthetic(self) -> bool:
         """Shape-only (``--weights random``) or plan mode: random weights, synthetic batches, no evaluation."""
         return self.bench.random_weights or self.bench.plan_only
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in this run's torch.distributed job (1 for a one-process run)."""
+        return self.dist.world_size if self.dist is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's shared artifacts: rank 0, or the one process of a run."""
+        return self.dist is None or self.dist.is_main
 
     @property
     def precision(self) -> str:

@@ -220,12 +220,18 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
                              "plan it with bench plan")
         if config.seq_len:
             raise UsageError("--seq-len sets the length of synthetic batches: it needs --weights random")
-    if config.random_weights:
+    if config.random_weights and not config.launch.distributed:  # a plan is one process's: ranks hold less
         _refuse_what_does_not_fit(harness, config, [name for name, _ in resolved])
+    main = True
+    if config.launch.outer:  # one rank of an outer launcher's job (torchrun): join it; rank 0 prints and writes
+        from bench.host import launch
+
+        config = launch.join_outer_job(config)
+        main = launch.outer_context().is_main
     out = _Printer(config.quiet)
     with harness.configured(config):
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
-                 f"{config.seed}, preset {config.preset}, {'isolated processes' if config.isolate else 'in-process'}")
+                 f"{config.seed}, preset {config.preset}, {_how_it_runs(config)}")
         out.line(f"results: {config.out_dir / 'results.json'}")
         for name, cfg in dict(resolved).items():
             out.line(f"  {name}: {_short_config(cfg)}")
@@ -238,19 +244,20 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
                   f"kept in {kept.path if kept else config.out_dir}", file=sys.stderr)
             return 130
         results = session.results
-        hook = harness.hook
-        sections = [s for group in hook.bench_report_sections(config=config, results=results, raw=False) or []
-                    for s in group]
-        print()
-        print(render(sections, "table", results))
-        hook.bench_terminal_summary(config=config, results=results, write=print)
         failed = [r.strategy for r in results if not r.passed]
-        print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+        if main:
+            hook = harness.hook
+            sections = [s for group in hook.bench_report_sections(config=config, results=results, raw=False) or []
+                        for s in group]
+            print()
+            print(render(sections, "table", results))
+            hook.bench_terminal_summary(config=config, results=results, write=print)
+            print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     usage = [r for r in results if r.error is not None and r.error.usage]
-    for r in usage:  # bad input, not a broken strategy: one line each, exit 2
+    for r in usage if main else ():  # bad input, not a broken strategy: one line each, exit 2
         assert r.error is not None
         print(f"{PROG}: error: {r.strategy}: {r.error.message}", file=sys.stderr)
-    if config.debug:
+    if config.debug and main:
         for r in results:
             if r.error is not None and r.error.traceback and not r.error.usage:
                 print(f"{PROG}: traceback of {r.strategy} ({r.run_dir}):\n{r.error.traceback}", file=sys.stderr)
@@ -308,6 +315,17 @@ def cmd_assets(action: str, names: Sequence[str]) -> int:
     rows = [(s.name, s.package, s.state, f"{(s.size_bytes or 0) / 2**20:,.1f}", s.path) for s in assets.asset_status()]
     print(tabulate(rows, headers=["asset", "package", "state", "MiB", "path"], tablefmt="simple"))
     return 0
+
+
+def _how_it_runs(config: BenchConfig) -> str:
+    launch = config.launch
+    if launch.outer:
+        return f"rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')} (an outer torch.distributed launcher)"
+    if launch.launches:
+        nodes = f"{launch.nnodes} nodes x " if launch.nnodes > 1 else ""
+        return (f"torch.distributed jobs of {nodes}{launch.nproc_per_node} process(es) per node "
+                f"({'nccl' if config.device == 'cuda' else 'gloo'}; global batch size)")
+    return "isolated processes" if config.isolate else "in-process"
 
 
 def _short_config(cfg: Any) -> str:

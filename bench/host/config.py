@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.core.config import DEFAULT_PRESET, BenchConfig, PluginSpec
+from bench.core.config import DEFAULT_PRESET, BenchConfig, LaunchSettings, PluginSpec
 from bench.core.errors import UsageError
 from bench.core.fields import field_types
 from bench.core.markers import hookimpl
@@ -72,6 +72,20 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="training steps excluded from throughput at the start of training")
     parser.addoption("-o", "--option", dest="overrides", action="append", type=str,
                      help="per-strategy option: STRATEGY.FIELD=VALUE (e.g. -o last-layers.n_last=2)")
+    parser.addoption("--nproc-per-node", type=int, default=0,
+                     help="run each strategy that has a parallel option as a torch.distributed job of this many "
+                          "processes per node (torch's elastic launcher; nccl on CUDA, one GPU each; gloo on the CPU); "
+                          "0: one process, no torch.distributed")
+    parser.addoption("--nnodes", type=int, default=1, help="nodes in each job (run bench on each, same options)")
+    parser.addoption("--node-rank", type=int, default=0, help="this node's rank, 0 to nnodes-1 (several nodes)")
+    parser.addoption("--rdzv-endpoint", type=str, default="",
+                     help="HOST:PORT of node 0 where the nodes meet (several nodes; one node: a free local port)")
+    parser.addoption("--dist-timeout", type=float, default=300.0,
+                     help="seconds a collective, the rendezvous or the exchange after a run may wait for a rank "
+                          "before the job fails (a rank that hung)")
+    parser.addoption("--no-scaling-reference", dest="no_scaling_reference", action="store_true",
+                     help="with --nproc-per-node N > 1 on one node: skip the one-process run of each strategy that "
+                          "the report's scaling efficiency is measured against")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -183,6 +197,7 @@ def make_config(
         precision = ("bf16" if device == "cuda" else resolve_precision("auto", device)) if precision == "auto" else \
             precision
     out = options.get("out")
+    launch = launch_settings(options)
     return BenchConfig(
         strategies=tuple(options.get("strategies") or ()),
         device=device,
@@ -204,7 +219,36 @@ def make_config(
         seq_len=int(options.get("seq_len") or 0),
         quiet=quiet,
         debug=debug,
+        launch=launch,
     )
+
+
+OUTER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launch_settings(options: Mapping[str, Any]) -> LaunchSettings:
+    """The torch.distributed settings of the options, checked; ``outer`` when this process is a rank of a job an
+    outer launcher started (``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK)."""
+    import os
+
+    nproc, nnodes = int(options.get("nproc_per_node") or 0), int(options.get("nnodes") or 1)
+    node_rank, endpoint = int(options.get("node_rank") or 0), str(options.get("rdzv_endpoint") or "")
+    timeout = float(options.get("dist_timeout") or 300.0)
+    outer = all(k in os.environ for k in OUTER_ENV)
+    if outer and nproc:
+        raise UsageError(f"--nproc-per-node {nproc}: this bench run is already rank {os.environ['RANK']} of a "
+                         f"torch.distributed job of {os.environ['WORLD_SIZE']} (RANK/WORLD_SIZE/LOCAL_RANK are set, "
+                         "e.g. by torchrun); drop --nproc-per-node, or run bench outside the launcher")
+    if nproc < 0 or nnodes < 1 or timeout <= 0:
+        raise UsageError("--nproc-per-node must be >= 0, --nnodes >= 1 and --dist-timeout > 0")
+    if not 0 <= node_rank < nnodes:
+        raise UsageError(f"--node-rank {node_rank}: must be 0 to {nnodes - 1} (--nnodes {nnodes})")
+    if nnodes > 1 and not nproc:
+        raise UsageError(f"--nnodes {nnodes}: give --nproc-per-node too (processes on each node)")
+    if nnodes > 1 and ":" not in endpoint:
+        raise UsageError(f"--nnodes {nnodes}: give --rdzv-endpoint HOST:PORT, an address of node 0 every node reaches")
+    return LaunchSettings(nproc, nnodes, node_rank, endpoint, timeout,
+                          scaling_reference=not options.get("no_scaling_reference", False), outer=outer)
 
 
 def _coerce_option(option: Any, value: Any, what: str) -> Any:

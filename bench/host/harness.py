@@ -31,7 +31,7 @@ from bench.core.config import BenchConfig, PluginSpec
 from bench.core.errors import BenchError, UsageError
 from bench.core.fields import field_help, field_types
 from bench.core.plain import to_data
-from bench.host import runfolders
+from bench.host import launch, runfolders
 from bench.host.config import make_config, strategy_config, unknown_override_strategies
 from bench.host.options import OptionParser
 from bench.host.plugins import PluginHost
@@ -49,6 +49,26 @@ class StrategyField(NamedTuple):
     type: Any
     help: str
     strategies: list[str]
+
+
+class Planned(NamedTuple):
+    """One strategy run of a ``bench run``: the strategy, which repeat, and its config (the repeat's seed)."""
+
+    name: str
+    repeat: int
+    config: BenchConfig
+
+    def label(self, what: str) -> str:
+        """What the progress line says: ``what``, and the repeat when there are several."""
+        repeats = self.config.repeats
+        return what if repeats == 1 else f"{what} (repeat {self.repeat + 1}/{repeats}, seed {self.config.seed})"
+
+
+def peak_threads(device: str) -> int:
+    """The intra-op threads a CPU peak was measured with (this process's); 0 for a GPU (a per-device figure)."""
+    import torch
+
+    return 0 if device == "cuda" else torch.get_num_threads()
 
 
 class Harness:
@@ -144,12 +164,18 @@ class Harness:
     def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None,
             say: Callable[[str], None] | None = None) -> Session:
         """Run each strategy in turn, each in its own run folder; the results file is saved after each.
-        Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``)."""
+        Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``).
+        With ``--nproc-per-node`` each strategy that has a parallel option runs as a torch.distributed job
+        (after a one-process run of it, the scaling reference, when N > 1 on one node); under an outer launcher
+        this process runs every strategy as its rank (:mod:`bench.host.launch`)."""
         config = self.config
+        settings = config.launch
+        main = not settings.outer or launch.outer_context().is_main
         machine = self.machine_info()
         if config.peak_flops is None:
-            peak = self.peak()
-            config = dataclasses.replace(config, peak_flops=peak.flops, peak_source=peak.source)
+            peak = launch.agreed_peak(self.peak) if settings.outer else self.peak()  # outer: rank 0 settles it
+            config = dataclasses.replace(config, peak_flops=peak.flops, peak_source=peak.source,
+                                         peak_threads=peak_threads(config.device))
         else:
             peak = Peak(config.peak_flops, config.peak_source, config.device, config.precision)
         machine["peak"] = peak_data(peak)
@@ -158,25 +184,57 @@ class Harness:
                       if peak.theoretical_flops else "")
             say(f"peak: {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}){theory}")
         self.session = session = Session(config.out_dir, machine,
-                                         lambda r: self.hook.bench_result_ready(config=config, result=r))
+                                         (lambda r: self.hook.bench_result_ready(config=config, result=r)) if main
+                                         else None, write=main)
         session.save()
-        for repeat in range(config.repeats):  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
-            run_config = dataclasses.replace(config, seed=config.seed + repeat)
-            for name in names:
-                if on_start is not None:
-                    on_start(name if config.repeats == 1 else f"{name} (repeat {repeat + 1}/{config.repeats}, "
-                                                              f"seed {run_config.seed})")
-                run_dir = runfolders.allocate(config.out_dir, name)
-                started = time.perf_counter()
-                try:
-                    result = run_isolated(run_config, name, run_dir) if config.isolate else \
-                        execute(self, name, run_dir, run_config)
-                except KeyboardInterrupt:
-                    session.add(failed_result(run_config, name, "interrupted by the user (Ctrl-C)",
-                                              "KeyboardInterrupt", time.perf_counter() - started, run_dir=run_dir))
-                    raise
-                session.add(dataclasses.replace(result, repeat=repeat))
+        # interleaved repeats: A B C, A B C, ... so a slow minute hits no one alone
+        plan = [Planned(name, repeat, dataclasses.replace(config, seed=config.seed + repeat))
+                for repeat in range(config.repeats) for name in names]
+        if settings.outer:
+            launch.run_as_rank(self, plan, session, on_start, self.parallel_capable)
+            return session
+        for item in plan:
+            name = item.name
+            if not settings.launches:
+                self._run_one(session, item, item.label(name), on_start, distributed=False)
+                continue
+            if not self.parallel_capable(name):
+                self._run_one(session, item, item.label(f"{name} (no parallel option: one process)"), on_start,
+                              distributed=False)
+                continue
+            world = settings.nproc_per_node * settings.nnodes
+            if settings.scaling_reference and settings.nnodes == 1 and settings.nproc_per_node > 1:
+                self._run_one(session, item, item.label(f"{name} in one process (the scaling reference)"), on_start,
+                              distributed=False)
+            self._run_one(session, item,
+                          item.label(f"{name} on {world} processes ({launch.backend_for(config.device)})"),
+                          on_start, distributed=True)
         return session
+
+    def _run_one(self, session: Session, item: Planned, label: str, on_start: Callable[[str], None] | None, *,
+                 distributed: bool) -> None:
+        config, name = item.config, item.name
+        if on_start is not None:
+            on_start(label)
+        run_dir = runfolders.allocate(config.out_dir, name)
+        started = time.perf_counter()
+        try:
+            if distributed:
+                result = launch.run_job(config, name, run_dir, rank_main)
+            else:
+                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir, config)
+        except KeyboardInterrupt:
+            session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
+                                      time.perf_counter() - started, run_dir=run_dir))
+            raise
+        session.add(dataclasses.replace(result, repeat=item.repeat))
+
+    def parallel_capable(self, name: str) -> bool:
+        """Whether strategy ``name`` can run as a torch.distributed job: its config has a ``parallel`` option
+        (every strategy on the shared training path: it derives from TrainingConfig or SftTrainingConfig)."""
+        from bench.training.parallel import is_parallel_config
+
+        return is_parallel_config(self.registry.get(name).strategy.config_class)
 
 
 def strategy_fields(registry: StrategyRegistry, parser: OptionParser) -> dict[str, StrategyField]:
@@ -245,6 +303,12 @@ def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
         result = failed_result(config, name, str(exc), type(exc).__name__, usage=isinstance(exc, BenchError),
                                run_dir=folder, traceback_text=traceback.format_exc())
     write_json_atomic(runfolders.result_path(folder), to_data(result))
+
+
+def rank_main(config: BenchConfig, name: str, run_dir: str, host_env: dict[str, str]) -> None:
+    """Entry point of one rank of a torch.distributed job (:func:`bench.host.launch.run_job`): set up as the
+    host did, as :func:`child_main` does, and run the strategy as that rank (:func:`bench.host.launch.run_rank`)."""
+    launch.run_rank(config, name, Path(run_dir), lambda cfg: Harness(cfg.plugins, debug=cfg.debug), host_env)
 
 
 def _death(exitcode: int | None) -> str:

@@ -19,8 +19,9 @@ class Session:
     """The results of one invocation, saved to ``<out_dir>/results.json`` as each one arrives."""
 
     def __init__(self, out_dir: Path, machine: dict[str, Any],
-                 on_result: Callable[[RunResult], None] | None = None) -> None:
+                 on_result: Callable[[RunResult], None] | None = None, write: bool = True) -> None:
         self.out_dir = out_dir
+        self.write = write  # under an outer torch.distributed launcher only rank 0's session writes the file
         self.machine = machine
         self.results: list[RunResult] = []
         self.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -31,6 +32,8 @@ class Session:
         return self.out_dir / RESULTS_FILENAME
 
     def save(self) -> None:
+        if not self.write:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_results(self.path, ResultsFile(SCHEMA_VERSION, self.created_utc, self.machine, tuple(self.results)))
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.config import BenchConfig
 from bench.core.context import RunContext
+from bench.core.dist import DistContext
 from bench.core.errors import BenchError, UsageError
 from bench.core.markers import hookimpl
 from bench.core.plain import to_data
@@ -28,7 +29,7 @@ from bench.host import runfolders
 from bench.host.config import strategy_config
 from bench.measure.energy import counter_for
 from bench.measure.machine import cpu_model_and_flags
-from bench.measure.meter import Meter, SpeedIndex
+from bench.measure.meter import Meter, SpeedIndex, achieved_flops
 from bench.measure.peak import Peak, judge_mfu
 from bench.measure.plan import MemoryPlan, PlanComplete, device_free_memory
 from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse, WorkMeasure
@@ -43,10 +44,12 @@ def bench_run_strategy(run: RunContext) -> StrategyOutput:
     return run.strategy.run(run)
 
 
-def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | None = None) -> RunResult:
+def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | None = None,
+            dist: DistContext | None = None) -> RunResult:
     """Run strategy ``name`` here with ``config`` (default: the harness's; a repeat's has its own seed),
     writing its artifacts under ``run_dir``, and return its result; never raises for a strategy's
-    failure (its exception becomes a failed result)."""
+    failure (its exception becomes a failed result). ``dist``: this process is that rank of a
+    torch.distributed job (:mod:`bench.host.launch`), and the result is this rank's own."""
     config = config or harness.config
     started = time.perf_counter()
     _quiet_libraries()
@@ -70,7 +73,7 @@ def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | No
     meter = Meter(config.device, config.warmup_steps, energy=counter)
     if config.getoption("speed_index", True) and not config.plan_only:
         meter.speed_index = SpeedIndex(config.device)
-    run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook)
+    run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook, dist=dist)
     output: StrategyOutput | None = None
     error = setup_error
     if error is None:
@@ -214,11 +217,10 @@ def _mfu(meter: Meter, config: BenchConfig) -> dict[str, Any]:
     if phase is None:
         return {**found, "mfu_note": "no FLOPs counted"}
     flops_per_token = meter.flops_per_token[phase]
-    timed = [s for s in meter.steps if s.phase == phase and s.kind == "timed"]
-    seconds = sum(s.seconds for s in timed)
-    if seconds <= 0:
+    achieved = achieved_flops(meter.steps, phase, flops_per_token)
+    if achieved is None:
         return {**found, "flops_per_token": flops_per_token, "mfu_note": f"no timed {phase} steps"}
-    mfu, note = judge_mfu(flops_per_token * sum(s.input_tokens for s in timed) / seconds, peak)
+    mfu, note = judge_mfu(achieved, peak)
     return {**found, "flops_per_token": flops_per_token, "mfu": mfu, "mfu_note": note}
 
 
@@ -243,7 +245,7 @@ def _provenance(config: BenchConfig, entry: Any, cfg_data: dict[str, Any]) -> Pr
     import transformers
 
     if config.device == "cuda":
-        device_name, device_count = torch.cuda.get_device_name(0), torch.cuda.device_count()
+        device_name, device_count = torch.cuda.get_device_name(), torch.cuda.device_count()
     else:
         device_name, device_count = cpu_model_and_flags()[0], 1
     return Provenance(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -262,24 +262,7 @@ class Meter:
 
     def throughput(self) -> dict[str, Throughput]:
         """Throughput per phase that had steps, from its timed steps only."""
-        out: dict[str, Throughput] = {}
-        for measure in self.phases:
-            steps = [s for s in self.steps if s.phase == measure.name]
-            if not steps:
-                continue
-            timed = [s for s in steps if s.kind == "timed"]
-            seconds = sum(s.seconds for s in timed)
-            out[measure.name] = Throughput(
-                samples_per_s=sum(s.samples for s in timed) / seconds if seconds > 0 else None,
-                real_tokens_per_s=(sum(s.tokens for s in timed) / seconds if seconds > 0 and any(s.tokens for s in timed)
-                                   else None),
-                step=StepStats.from_values([s.seconds for s in timed]),
-                timed_steps=len(timed),
-                warmup_steps=sum(1 for s in steps if s.kind == "warmup"),
-                profiled_steps=sum(1 for s in steps if s.kind == "profiled"),
-                phase_samples_per_s=sum(s.samples for s in steps) / measure.wall_s if measure.wall_s > 0 else None,
-            )
-        return out
+        return throughput_of(self.phases, self.steps)
 
     def _read_energy(self) -> Any:
         if self.energy is None:
@@ -301,6 +284,38 @@ class Meter:
         import torch
 
         return torch.cuda
+
+
+def throughput_of(phases: Sequence[PhaseMeasure], steps: Sequence[StepSample]) -> dict[str, Throughput]:
+    """Throughput per phase that had steps, from its timed steps only (a run's, or the ranks' combined)."""
+    out: dict[str, Throughput] = {}
+    for measure in phases:
+        mine = [s for s in steps if s.phase == measure.name]
+        if not mine:
+            continue
+        timed = [s for s in mine if s.kind == "timed"]
+        seconds = sum(s.seconds for s in timed)
+        out[measure.name] = Throughput(
+            samples_per_s=sum(s.samples for s in timed) / seconds if seconds > 0 else None,
+            real_tokens_per_s=(sum(s.tokens for s in timed) / seconds if seconds > 0 and any(s.tokens for s in timed)
+                               else None),
+            step=StepStats.from_values([s.seconds for s in timed]),
+            timed_steps=len(timed),
+            warmup_steps=sum(1 for s in mine if s.kind == "warmup"),
+            profiled_steps=sum(1 for s in mine if s.kind == "profiled"),
+            phase_samples_per_s=sum(s.samples for s in mine) / measure.wall_s if measure.wall_s > 0 else None,
+        )
+    return out
+
+
+def achieved_flops(steps: Sequence[StepSample], phase: str, flops_per_token: float) -> float | None:
+    """The FLOP/s ``phase``'s timed steps achieved: counted FLOPs per token x non-padding input tokens/s (for
+    several ranks: their steps combined); ``None`` without timed time. MFU is this over the peak."""
+    timed = [s for s in steps if s.phase == phase and s.kind == "timed"]
+    seconds = sum(s.seconds for s in timed)
+    if seconds <= 0:
+        return None
+    return flops_per_token * sum(s.input_tokens for s in timed) / seconds
 
 
 # -------------------------------------------------------------------------------------------------
@@ -345,18 +360,19 @@ def param_counts(model: Any, optimizer: Any = None) -> ParamCounts:
     """Exact parameter counts and the bytes held by parameters, gradients and optimizer state.
 
     Gradient bytes count trainable parameters (a gradient of the parameter's dtype each); optimizer
-    bytes are the tensors actually held in ``optimizer.state`` (call after at least one step).
+    bytes are the tensors actually held in ``optimizer.state`` (call after at least one step). Under FSDP
+    (sharded ``DTensor`` parameters) the counts are the whole model's and the bytes this rank's shards.
     """
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
-    param_bytes = sum(p.numel() * p.element_size() for p in params)
-    grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    param_bytes = sum(_local(p).numel() * p.element_size() for p in params)
+    grad_bytes = sum(_local(p).numel() * p.element_size() for p in trainable)
     opt_bytes = 0
     if optimizer is not None:
         for state in optimizer.state.values():
             for value in state.values():
                 if hasattr(value, "numel") and hasattr(value, "element_size"):
-                    opt_bytes += value.numel() * value.element_size()
+                    opt_bytes += _local(value).numel() * value.element_size()
     return ParamCounts(
         total=sum(p.numel() for p in params),
         trainable=sum(p.numel() for p in trainable),
@@ -364,3 +380,8 @@ def param_counts(model: Any, optimizer: Any = None) -> ParamCounts:
         grad_bytes=grad_bytes,
         optimizer_state_bytes=opt_bytes,
     )
+
+
+def _local(tensor: Any) -> Any:
+    """A DTensor's local shard (what this rank holds), else the tensor."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

@@ -5,6 +5,10 @@ path is the same and costs nothing. Traces go to the run folder's ``profile/``
 (``<out>/runs/<strategy>-<i>/profile``) through ``tensorboard_trace_handler``: ``tensorboard --logdir
 <out>`` (torch-tb-profiler installed) shows every run's traces, one run per folder. The window sits right after the
 warm-up steps and its steps are never counted in throughput.
+
+Under torch.distributed every rank profiles its own window and writes its own trace into the run folder
+(worker ``<host>_rank<r>``; Kineto records the job's rank and world size in it, which torch-tb-profiler's
+distributed view reads) and its own top-operators file, with the time it spent in collectives.
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.context import RunContext
 from bench.core.markers import hookimpl
+from bench.results.schema import CollectiveTime
 
 if TYPE_CHECKING:
     from bench.host.options import OptionParser
 
 TOP_OPS_FILENAME = "top_ops.json"
+# Operator names that are communication: c10d's collectives, gloo's and NCCL's own, FSDP2's gather and reduce.
+COLLECTIVE_MARKERS = ("c10d::", "gloo:", "nccl", "record_param_comms", "FSDP::all_gather", "FSDP::post_backward_reduce")
+
+
+def top_ops_filename(rank: int | None) -> str:
+    """Rank 0's (and a one-process run's) top-operators file is ``top_ops.json``; rank r's ``top_ops.rank<r>.json``."""
+    return TOP_OPS_FILENAME if not rank else f"top_ops.rank{rank}.json"
 
 
 @hookimpl
@@ -38,12 +50,14 @@ def bench_addoption(parser: OptionParser) -> None:
 class StepProfiler:
     """torch.profiler with a wait/warmup/active schedule, started and stepped by the meter."""
 
-    def __init__(self, trace_dir: Path, wait: int, warmup: int, active: int, device: str, top: int) -> None:
+    def __init__(self, trace_dir: Path, wait: int, warmup: int, active: int, device: str, top: int,
+                 rank: int | None = None) -> None:
         self.trace_dir = trace_dir
         self.wait, self.warmup, self.active = wait, warmup, active
         self.window_steps = wait + warmup + active
         self.device = device
         self.top = top
+        self.rank = rank  # under torch.distributed: this rank's trace and top-operators file
         self._prof: Any = None
 
     def start(self) -> None:
@@ -66,10 +80,13 @@ class StepProfiler:
             self._prof.__enter__()
 
     def _on_ready(self, prof: Any) -> None:
+        import socket
+
         from torch.profiler import tensorboard_trace_handler
 
-        tensorboard_trace_handler(str(self.trace_dir))(prof)
-        write_top_ops(prof, self.trace_dir / TOP_OPS_FILENAME, self.top, self.device)
+        worker = None if self.rank is None else f"{socket.gethostname()}_rank{self.rank}"
+        tensorboard_trace_handler(str(self.trace_dir), worker_name=worker)(prof)
+        write_top_ops(prof, self.trace_dir / top_ops_filename(self.rank), self.top, self.device)
 
     def step(self) -> None:
         if self._prof is not None:
@@ -112,7 +129,7 @@ def bench_make_profiler(run: RunContext) -> StepProfiler | None:
         return None
     return StepProfiler(run.profile_dir, int(opts.getoption("profile_wait", 0)),
                         int(opts.getoption("profile_warmup", 1)), active, run.device,
-                        int(opts.getoption("profile_top", 10)))
+                        int(opts.getoption("profile_top", 10)), run.dist.rank if run.dist is not None else None)
 
 
 def write_top_ops(prof: Any, path: Path, top: int, device: str) -> None:
@@ -135,7 +152,20 @@ def write_top_ops(prof: Any, path: Path, top: int, device: str) -> None:
             "self_cuda_us": self_device(e) if cuda else None,
             "share": (self_device(e) / total_dev) if cuda else float(e.self_cpu_time_total) / total_cpu,
         })
-    path.write_text(json.dumps({"device": device, "ops": rows}, indent=2))
+    comm = [e for e in events if any(m in e.key for m in COLLECTIVE_MARKERS)]
+    collectives = {"calls": sum(int(e.count) for e in comm), "seconds": sum(key(e) for e in comm) / 1e6,
+                   "window_s": (total_dev if cuda else total_cpu) / 1e6}
+    path.write_text(json.dumps({"device": device, "ops": rows, "collectives": collectives}, indent=2))
+
+
+def read_collectives(profile_dir: Path, rank: int | None) -> CollectiveTime | None:
+    """The time in collectives the profiler of ``rank`` wrote, or None (profiler off, window not reached)."""
+    path = profile_dir / top_ops_filename(rank)
+    try:
+        data = json.loads(path.read_text()).get("collectives")
+    except (OSError, ValueError):
+        return None
+    return CollectiveTime(int(data["calls"]), float(data["seconds"]), float(data["window_s"])) if data else None
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from bench.core.markers import hookimpl
 @hookimpl
 def bench_run_finished(run: Any, result: Any) -> None:
     scalars = run.meter.scalars()
-    if not scalars:
+    if not scalars or not run.is_main:  # under torch.distributed rank 0 writes (train/loss is over every rank)
         return
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -54,12 +54,12 @@ def standard_sections(results: Sequence[RunResult], raw: bool = False) -> list[S
     labelled = len({r.label for r in results}) > 1
     if verdicts.has_repeats(results) and not raw:
         firsts = [r for r in results if r.repeat == 0 or not r.passed]
-        sections = [_summary(results, labelled), _parameters(firsts, labelled), _phases(firsts, labelled),
-                    techniques_section(firsts, labelled)]
+        sections = [_summary(results, labelled), _parameters(firsts, labelled), distributed_section(firsts, labelled),
+                    _phases(firsts, labelled), techniques_section(firsts, labelled)]
     else:
         sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
-                    _parameters(results, labelled), _phases(results, labelled), energy_section(results, labelled),
-                    techniques_section(results, labelled)]
+                    _parameters(results, labelled), distributed_section(results, labelled), _phases(results, labelled),
+                    energy_section(results, labelled), techniques_section(results, labelled)]
     sections += [_differences(results, labelled), _comparability(results, labelled)]
     failures = _failures(results, labelled)
     if failures.rows:
@@ -97,7 +97,7 @@ def _comparability(results: Sequence[RunResult], labelled: bool) -> Section:
 
 
 def _key(r: RunResult, labelled: bool) -> tuple[Any, ...]:
-    return (r.label, r.strategy) if labelled else (r.strategy,)
+    return (r.label, r.series) if labelled else (r.series,)
 
 
 def _key_headers(labelled: bool) -> tuple[str, ...]:
@@ -177,6 +177,105 @@ def _parameters(results: Sequence[RunResult], labelled: bool) -> Section:
                                   "grads MiB", "optimizer MiB", "activations MiB (batch x tokens)", "trained modules"),
                    tuple(rows), "parameter, gradient and optimizer bytes exact; activations: what autograd saved for "
                                 "the backward of the first training micro-batch (parameters excluded)")
+
+
+def distributed_section(results: Sequence[RunResult], labelled: bool = False) -> Section:
+    """The torch.distributed rows, each with its one-process reference when the results hold one (the same
+    strategy and config, in one process): world size, throughput of all ranks, the slowest rank's step and each
+    rank's, per-rank peak memory and parameter+gradient+optimizer bytes, time in collectives, MFU, speed-up and
+    scaling efficiency (speed-up / world size)."""
+    rows: list[tuple[Any, ...]] = []
+    shown: set[int] = set()
+    for r in results:
+        if r.distributed is None or not r.passed:
+            continue
+        d = r.distributed
+        reference = one_process_reference(r, results)
+        if reference is not None and id(reference) not in shown:
+            shown.add(id(reference))
+            rows.append(_distributed_row(reference, labelled, "1 (reference)", None))
+        speedup, efficiency = scaling(r, reference)
+        world = f"{d.nnodes} x {d.nproc_per_node} ({d.backend})" if d.nnodes > 1 else f"{d.world_size} ({d.backend})"
+        rows.append(_distributed_row(r, labelled, world, (speedup, efficiency)))
+    return Section(
+        "Distributed runs", (*_key_headers(labelled), "parallel", "world size", "samples/s", "real tokens/s",
+                             "step median ms (slowest rank; each rank)", "train peak MiB per rank (max; each)",
+                             "params+grads+optimizer MiB per rank", "collectives (share of profiled steps)", "MFU",
+                             "speed-up", "scaling efficiency"),
+        tuple(rows),
+        "--batch-size is global (all ranks' examples together); a step takes its slowest rank's time, samples/s "
+        "count every rank's; peak memory: GPU allocated on CUDA, else CPU RSS; MFU against the sum of the ranks' "
+        "peaks; scaling efficiency: speed-up over the one-process reference / world size")
+
+
+def one_process_reference(result: RunResult, results: Sequence[RunResult]) -> RunResult | None:
+    """The one-process run of the same strategy with the same config (its ``parallel`` aside) and repeat among
+    ``results``."""
+    def config(r: RunResult) -> dict[str, Any]:
+        return {k: v for k, v in r.provenance.config.items() if k != "parallel"}
+
+    return next((r for r in results if r.distributed is None and r.passed and r.strategy == result.strategy
+                 and r.label == result.label and r.repeat == result.repeat and config(r) == config(result)), None)
+
+
+def scaling(result: RunResult, one_process: RunResult | None) -> tuple[float | None, float | None]:
+    """Speed-up of ``result`` (a distributed run) over ``one_process`` in samples/s of the timed training
+    steps, and the scaling efficiency: speed-up / world size."""
+    if result.distributed is None or one_process is None:
+        return None, None
+    mine, theirs = result.main_throughput(), one_process.main_throughput()
+    if mine is None or theirs is None or not mine[1].samples_per_s or not theirs[1].samples_per_s:
+        return None, None
+    speedup = mine[1].samples_per_s / theirs[1].samples_per_s
+    return speedup, speedup / result.distributed.world_size
+
+
+def _distributed_row(r: RunResult, labelled: bool, world: str,
+                     scale: tuple[float | None, float | None] | None) -> tuple[Any, ...]:
+    main = r.main_throughput()
+    tp = main[1] if main else None
+    d = r.distributed
+    step = _ms(tp.step.median_s if tp and tp.step else None)
+    if d is None:  # the one-process reference
+        train = r.phase("train")
+        peak = _mib(_peak(train)) if train else "-"
+        p = r.params
+        whole = _mib(p.param_bytes + p.grad_bytes + p.optimizer_state_bytes) if p else "-"
+        return (*_key(r, labelled), "-", world, _num(tp.samples_per_s if tp else None, 1),
+                _num(tp.real_tokens_per_s if tp else None, 0), step, peak, whole, "-", _pct(r.mfu), "1.00x",
+                "reference")
+    timed = [i for i, s in enumerate(r.steps) if s.kind == "timed" and s.phase == (main[0] if main else "train")]
+    per_rank_steps = [_median([m.step_seconds[i] for i in timed if i < len(m.step_seconds)]) for m in d.ranks]
+    peaks = [_peak(next((p for p in m.phases if p.name == "train"), None)) for m in d.ranks]
+    held = [m.params.param_bytes + m.params.grad_bytes + m.params.optimizer_state_bytes if m.params else None
+            for m in d.ranks]
+    shares = [m.collectives.share if m.collectives else None for m in d.ranks]
+    known_peaks = [p for p in peaks if p is not None]
+    speedup, efficiency = scale or (None, None)
+    return (*_key(r, labelled), d.parallel, world, _num(tp.samples_per_s if tp else None, 1),
+            _num(tp.real_tokens_per_s if tp else None, 0), f"{step}; {_each(per_rank_steps, _ms)}",
+            f"{_mib(max(known_peaks)) if known_peaks else '-'}; {_each(peaks, _mib)}", _each(held, _mib),
+            _each(shares, _pct), _pct(r.mfu), f"{speedup:.2f}x" if speedup else "-", _pct(efficiency))
+
+
+def _peak(phase: Any) -> int | None:
+    if phase is None:
+        return None
+    return phase.gpu_peak_allocated_bytes if phase.gpu_peak_allocated_bytes is not None else phase.cpu_peak_rss_bytes
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _each(values: Sequence[Any], fmt: Any, limit: int = 8) -> str:
+    """Per-rank figures: ``r0 1.0, r1 1.2`` (the first ``limit`` ranks, then how many more)."""
+    shown = ", ".join(f"r{i} {fmt(v)}" for i, v in enumerate(values[:limit]))
+    return shown + (f", ... (+{len(values) - limit})" if len(values) > limit else "")
 
 
 def _phases(results: Sequence[RunResult], labelled: bool) -> Section:

@@ -19,8 +19,9 @@ from bench.core.plain import to_data
 from bench.core.strategy import ParamCounts
 
 __all__ = [
-    "RESULTS_FILENAME", "SCHEMA_VERSION", "ActivationMeasure", "EnergyInfo", "ErrorInfo", "PhaseMeasure", "Provenance", "ResultsFile", "RunResult",
-    "StepSample", "StepStats", "TechniqueUse", "Throughput", "from_data", "to_data",
+    "RESULTS_FILENAME", "SCHEMA_VERSION", "ActivationMeasure", "CollectiveTime", "DistributedInfo", "EnergyInfo",
+    "ErrorInfo", "PhaseMeasure", "Provenance", "RankMeasure", "ResultsFile", "RunResult", "StepSample", "StepStats",
+    "TechniqueUse", "Throughput", "from_data", "to_data",
 ]
 
 SCHEMA_VERSION = 1
@@ -146,6 +147,55 @@ class TechniqueUse:
 
 
 @dataclass(frozen=True)
+class CollectiveTime:
+    """Time one rank spent in collectives in the profiler's window: the self time of the communication
+    operators (``c10d::*``, ``gloo:*``, FSDP's all-gather and reduce-scatter regions; on CUDA the device time of
+    NCCL kernels), against the window's total self time of the same kind."""
+
+    calls: int
+    seconds: float
+    window_s: float
+
+    @property
+    def share(self) -> float | None:
+        return self.seconds / self.window_s if self.window_s > 0 else None
+
+
+@dataclass(frozen=True)
+class RankMeasure:
+    """One rank of a torch.distributed run, as it measured itself."""
+
+    rank: int
+    local_rank: int
+    host: str
+    device_name: str
+    threads: int  # intra-op threads of this rank (CPU)
+    step_seconds: tuple[float, ...]  # each step's seconds on this rank, in the order of RunResult.steps
+    phases: tuple[PhaseMeasure, ...] = ()  # this rank's wall time and peak memory per phase
+    params: ParamCounts | None = None  # the bytes this rank holds (FSDP: its shards)
+    peak_flops: float | None = None
+    peak_flops_source: str | None = None
+    collectives: CollectiveTime | None = None  # None: the profiler was off or its window did not run
+
+
+@dataclass(frozen=True)
+class DistributedInfo:
+    """How a run was spread over processes, and each rank's measurements. The result's ``steps`` are the ranks'
+    steps combined (seconds: the slowest rank's; samples and tokens: the sum), its ``phases`` the maximum over
+    ranks, ``params`` rank 0's bytes, ``mfu`` against the sum of the ranks' peaks."""
+
+    world_size: int
+    nnodes: int
+    nproc_per_node: int
+    backend: str  # nccl | gloo
+    parallel: str  # ddp | fsdp
+    launcher: str  # "bench" (bench run --nproc-per-node: torch's elastic launcher) | "outer" (torchrun, srun)
+    batch_size_is: str = "global"  # --batch-size counts the examples of every rank's micro-batch together
+    ranks: tuple[RankMeasure, ...] = ()
+    peak_flops_sum: float | None = None
+
+
+@dataclass(frozen=True)
 class Provenance:
     """What makes a result reproducible."""
 
@@ -199,6 +249,7 @@ class RunResult:
     activations: ActivationMeasure | None = None  # training activation bytes, measured in a warm-up step
     work: WorkMeasure | None = None  # deterministic work of one counted step of the main phase
     energy: EnergyInfo | None = None
+    distributed: DistributedInfo | None = None  # a torch.distributed run: world size, backend, per-rank figures
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
 
     @property
@@ -216,6 +267,14 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def series(self) -> str:
+        """What a row is named by and repeats are grouped by: the strategy, and for a torch.distributed run its
+        parallel mode and world size (``all-layers [ddp x2]``), so that it is never averaged with, or compared
+        as a repeat of, the same strategy in one process."""
+        d = self.distributed
+        return self.strategy if d is None else f"{self.strategy} [{d.parallel} x{d.world_size}]"
 
     def phase(self, name: str) -> PhaseMeasure | None:
         return next((p for p in self.phases if p.name == name), None)

@@ -26,11 +26,12 @@ ALPHA = 0.05
 
 
 def groups(results: Sequence[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
-    """Passed results by (label, strategy), in first-seen order: the repeats of one strategy together."""
+    """Passed results by (label, series), in first-seen order: the repeats of one strategy together (a
+    torch.distributed run is a series of its own: :attr:`RunResult.series`)."""
     out: dict[tuple[str, str], list[RunResult]] = {}
     for r in results:
         if r.passed:
-            out.setdefault((r.label, r.strategy), []).append(r)
+            out.setdefault((r.label, r.series), []).append(r)
     return out
 
 
@@ -181,7 +182,7 @@ def comparability_rows(results: Sequence[RunResult], key: Any) -> list[tuple[Any
             values = {get(r) for r in members if get(r)}
             if len(values) > 1:
                 for r in members:
-                    rows.append((*key(r.label, r.strategy), name, get(r) or "-"))
+                    rows.append((*key(r.label, r.series), name, get(r) or "-"))
     return rows
 
 

@@ -25,6 +25,12 @@ The techniques, each exact (same numbers) unless it says otherwise:
 ``group_by_length``  batches of similar length (less padding); changes the batch order, not the data.
 ``fused_optimizer``  fused AdamW kernels (one pass per tensor).
 ``compile``          ``torch.compile`` (off by default: measured slower for training here).
+
+Under torch.distributed (``run.dist``) each technique works as in one process, except: with
+``--parallel fsdp`` ``cast_frozen`` and ``prefix_cache`` are off (FSDP's mixed-precision policy casts the
+parameters it gathers, and an FSDP unit's parameters must share one dtype; the frozen prefix is sharded
+with the rest), and ``compile`` is off (not measured with DDP or FSDP here). With ``--parallel ddp`` the
+prefix cache holds every training example's prefix on every rank (ranks get other examples each epoch).
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ def apply(run: RunContext, model: Any, cfg: Any, *, epochs: int, classifier: boo
     opts = settings(cfg)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
     record = run.record_technique
+    fsdp = run.dist is not None and getattr(cfg, "parallel", "") == "fsdp"
 
     if not opts.fast_dropout:
         record("fast_dropout", False, "fast_dropout=false")
@@ -103,6 +110,9 @@ def apply(run: RunContext, model: Any, cfg: Any, *, epochs: int, classifier: boo
 
     if not opts.cast_frozen:
         record("cast_frozen", False, "cast_frozen=false")
+    elif fsdp:
+        record("cast_frozen", False, "FSDP: its mixed-precision policy casts what it gathers, and one unit's "
+                                     "parameters share one dtype")
     elif run.precision != "bf16":
         record("cast_frozen", False, f"bf16 only (precision {run.precision})")
     else:
@@ -133,17 +143,26 @@ def apply(run: RunContext, model: Any, cfg: Any, *, epochs: int, classifier: boo
             record("prefix_cache", False, "prefix_cache=false")
         elif not classifier:
             record("prefix_cache", False, "sequence classifiers only")
+        elif fsdp:
+            record("prefix_cache", False, "FSDP: the frozen prefix is sharded with the rest of the model")
         else:
             from bench.speed import prefix_cache
 
             plan, why = prefix_cache.plan(base)
             if plan is not None and epochs <= 1:
                 plan, why = None, "one epoch: no prefix output is used twice"
-            record("prefix_cache", plan is not None, plan.describe() if plan is not None else why)
+            detail = plan.describe() if plan is not None else why
+            if plan is not None and run.dist is not None:
+                detail += "; every rank holds every training example's prefix"
+            record("prefix_cache", plan is not None, detail)
 
         record("group_by_length", opts.group_by_length, "" if opts.group_by_length else "group_by_length=false")
         record("fused_optimizer", opts.fused_optimizer, "" if opts.fused_optimizer else "fused_optimizer=false")
-        record("compile", opts.compile, "torch.compile(dynamic=True)" if opts.compile else "compile=false")
+        if opts.compile and run.dist is not None:
+            opts = dataclasses.replace(opts, compile=False)
+            record("compile", False, "not with torch.distributed here (not measured with DDP or FSDP)")
+        else:
+            record("compile", opts.compile, "torch.compile(dynamic=True)" if opts.compile else "compile=false")
         yield Applied(opts, plan)
 
 

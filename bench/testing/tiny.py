@@ -40,9 +40,10 @@ _BERT_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _LLAMA_SPECIAL = ("<unk>", "<s>", "</s>", "<pad>")
 
 
-def tiny_bert(folder: str | Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+def tiny_bert(folder: str | Path, *, layers: int = 2, hidden: int = 32, seed: int = 0, dropout: float = 0.1) -> Path:
     """Save a random BERT (2 blocks, hidden size 32, ~19k parameters) and its WordPiece tokenizer
-    over the words of :func:`tiny_sentiment_csv` into ``folder``; return the folder (``--model``)."""
+    over the words of :func:`tiny_sentiment_csv` into ``folder``; return the folder (``--model``).
+    ``dropout``: its hidden and attention dropout (0: deterministic training, to compare runs exactly)."""
     import inspect
 
     import torch
@@ -61,7 +62,8 @@ def tiny_bert(folder: str | Path, *, layers: int = 2, hidden: int = 32, seed: in
         tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     tok.save_pretrained(folder)
     config = BertConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
+                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     with torch.random.fork_rng(), _quiet_transformers():
         torch.manual_seed(seed)
         BertModel(config).save_pretrained(folder)

@@ -32,7 +32,9 @@ from bench.models.loading import (
     resolve_model,
 )
 from bench.speed import SpeedOptions, prefix_cache
+from bench.training import parallel
 from bench.training.loop import TrainOutcome, TrainSettings, train
+from bench.training.parallel import ParallelOptions
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,10 @@ class TrainingOptions:
 
 
 @dataclass(frozen=True)
-class TrainingConfig(TrainingOptions, SpeedOptions):
+class TrainingConfig(TrainingOptions, SpeedOptions, ParallelOptions):
     """The config of a strategy on the shared training path (:func:`train_and_test`): the training
-    options and the speed techniques (:class:`bench.speed.SpeedOptions`), which it applies."""
+    options, the speed techniques (:class:`bench.speed.SpeedOptions`), which it applies, and the data-parallel
+    mode under torch.distributed (:class:`bench.training.parallel.ParallelOptions`)."""
 
 
 @dataclass(frozen=True)
@@ -166,36 +169,58 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
 
 def evaluate_examples(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
                       hidden: list[Any] | None = None) -> tuple[dict[str, float], list[int]]:
-    """:func:`evaluate`, and each example's outcome (1 correct, 0 wrong) in the order of ``examples``."""
+    """:func:`evaluate`, and each example's outcome (1 correct, 0 wrong) in the order of ``examples``.
+    Under torch.distributed each rank evaluates its shard of the batches and the metrics come from the
+    confusion matrix, the loss sum and the outcomes added over the ranks (each example is one rank's): exact,
+    the same figures as one process."""
     import torch
-    from sklearn.metrics import f1_score
 
     model.eval()
-    preds: list[Any] = []
-    labels: list[Any] = []
-    loss_sum = torch.zeros((), dtype=torch.float64)
     order = sorted_order([len(e) for e in examples], batch_size)
-    source = batches(examples, order, pad_id) if hidden is None else \
-        prefix_cache.cached_batches(examples, hidden, order, pad_id)
-    with torch.inference_mode():
-        for batch in progress.bar(source, desc="eval", total=len(order), unit="batch"):
+    runs = [parallel.stand_in(b, order) for b in parallel.shard(order, run.dist)]
+    picked = [idx for idx, _ in runs]
+    source = batches(examples, picked, pad_id) if hidden is None else \
+        prefix_cache.cached_batches(examples, hidden, picked, pad_id)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    confusion: Any = None
+    correct = [0.0] * len(examples)
+    with parallel.no_grad(model):
+        for (indices, real), batch in zip(runs, progress.bar(source, desc="eval", total=len(runs), unit="batch")):
             inputs = batch.to(run.device)
             with run.autocast():
                 out = model(**inputs)
             logits = out.logits.float()
+            classes = logits.shape[-1]
+            if confusion is None:
+                confusion = torch.zeros(classes * classes, dtype=torch.long)
+            if not real:  # a stand-in: this rank has no batch left, the others do
+                continue
             loss_sum += torch.nn.functional.cross_entropy(logits, inputs["labels"], reduction="sum").double().cpu()
-            preds.append(logits.argmax(-1).cpu())
-            labels.append(batch.tensors["labels"])
-    y_pred = torch.cat(preds).numpy()
-    y_true = torch.cat(labels).numpy()
-    correct = [0] * len(examples)
-    for position, index in enumerate(i for batch_indices in order for i in batch_indices):
-        correct[index] = int(y_pred[position] == y_true[position])
-    return {
-        "accuracy": float((y_pred == y_true).mean()),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "loss": float(loss_sum) / max(1, len(examples)),
-    }, correct
+            pairs = inputs["labels"] * classes + logits.argmax(-1)
+            confusion += torch.bincount(pairs, minlength=classes * classes).cpu()
+            hits = (logits.argmax(-1) == inputs["labels"]).tolist()
+            for index, hit in zip(indices, hits):
+                correct[index] = float(hit)
+    cells = confusion.numel() if confusion is not None else 0
+    counts = [float(loss_sum), *(confusion.tolist() if confusion is not None else []), *correct]
+    total = parallel.all_sum(run, counts)
+    outcomes = [int(round(v)) for v in total[1 + cells:]]
+    return {**confusion_metrics(total[1:1 + cells]), "loss": total[0] / max(1, len(examples))}, outcomes
+
+
+def confusion_metrics(cells: list[float]) -> dict[str, float]:
+    """Accuracy and macro-F1 (as scikit-learn's ``f1_score(average="macro")``: classes that are neither true
+    nor predicted left out) from a flattened square confusion matrix (row: true class, column: predicted)."""
+    import numpy as np
+
+    n = int(round(len(cells) ** 0.5))
+    matrix = np.asarray(cells, dtype=np.float64).reshape(n, n)
+    total = matrix.sum()
+    true, predicted, hits = matrix.sum(axis=1), matrix.sum(axis=0), np.diag(matrix)
+    present = (true + predicted) > 0
+    f1 = np.where(present, 2.0 * hits / np.where(present, true + predicted, 1.0), 0.0)[present]
+    return {"accuracy": float(hits.sum() / total) if total else float("nan"),
+            "macro_f1": float(np.mean(f1)) if f1.size else float("nan")}
 
 
 def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> StrategyOutput:
@@ -224,6 +249,7 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,
             "history": list(outcome.history),
+            "train_losses": list(outcome.losses),
             "prefix_cache_bytes": done.prefix_cache_bytes,
         },
     )
@@ -250,7 +276,7 @@ def train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model: 
     head reads only that one, and when the embeddings and the first blocks are frozen
     (``last-layers``) their outputs are computed once (in the train phase for the training split, in
     the eval phase for the validation split) and the epochs run the rest of the model only."""
-    n_batches = -(-len(prep.train) // cfg.batch_size)
+    n_batches = parallel.batches_per_epoch(len(prep.train), cfg.batch_size, run.dist)
     with speed.apply(run, model, cfg, epochs=epochs_to_run(cfg, n_batches), classifier=True) as applied:
         return _train_and_test(run, cfg, prep, model, applied, n_batches)
 
@@ -282,6 +308,7 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
                 order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
             else:
                 order = random_order(len(lengths), cfg.batch_size, run.seed + epoch)
+            order = parallel.deal(order, lengths, run.dist)  # this rank's share of each global batch
             if train_hidden is None:
                 return batches(prep.train, order, prep.pad_id)
             return prefix_cache.cached_batches(prep.train, train_hidden, order, prep.pad_id)
@@ -293,7 +320,7 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
         evaluating = bool(prep.validation)  # shape-only runs have nothing to evaluate on
 
         settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio,
-                                 cfg.grad_accum, fused_optimizer=cfg.fused_optimizer)
+                                 cfg.grad_accum, fused_optimizer=cfg.fused_optimizer, parallel=cfg.parallel)
         try:
             outcome = train(run, speed.maybe_compile(trained, applied.options), epoch_batches, n_batches, settings,
                             validate if evaluating else None)

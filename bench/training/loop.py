@@ -16,6 +16,7 @@ from bench.core.context import RunContext
 from bench.data.batching import Batch
 from bench.measure.plan import PlanComplete, PlanFigures, figures_of, planned_activation_bytes
 from bench.models.layers import frozen_modules
+from bench.training import parallel
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class TrainSettings:
     grad_accum: int
     max_grad_norm: float = 1.0
     fused_optimizer: bool = True  # False: foreach AdamW (measured slower; kept for the ablation)
+    parallel: str = "ddp"  # under torch.distributed: ddp | fsdp (bench.training.parallel)
+    loss_per: str = "sample"  # what a batch's loss is a mean over: "sample" (classification) or "token" (sft)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class TrainOutcome:
     best_score: float | None
     history: tuple[dict[str, float], ...]
     optimizer: Any
+    losses: tuple[float, ...] = ()  # each optimizer step's training loss (over every rank's examples)
+    model: Any = None  # the model as trained: in DDP, or FSDP-sharded, under torch.distributed
 
 
 def make_optimizer(params: list[Any], lr: float, weight_decay: float, device: str, fused: bool = True) -> Any:
@@ -81,12 +86,16 @@ def train(
     score_key: str = "val_accuracy",
 ) -> TrainOutcome:
     """Train ``model``'s trainable parameters; return after restoring the best validated state.
-    In plan mode (``bench plan``) stop before the first step with the memory it would take."""
+    In plan mode (``bench plan``) stop before the first step with the memory it would take.
+    Under torch.distributed (``run.dist``) the model is wrapped as ``settings.parallel`` says
+    (:func:`bench.training.parallel.wrap`; ``epoch_batches`` yields this rank's share of each step) and each
+    rank's loss is scaled so that the averaged gradient is that of one process with the whole batch."""
     import torch
 
     if run.bench.plan_only:
         raise PlanComplete(_plan(run, model, epoch_batches))
 
+    model = parallel.wrap(run, model, settings.parallel)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, settings.lr, settings.weight_decay, run.device, settings.fused_optimizer)
     if settings.fused_optimizer and not optimizer.defaults.get("fused"):
@@ -101,6 +110,7 @@ def train(
     trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
     best: tuple[float, int, dict[str, Any]] | None = None
     history: list[dict[str, float]] = []
+    losses: list[Any] = []
     step = 0
     epoch = 0
     while step < total:
@@ -114,13 +124,13 @@ def train(
                 pending.append(batch)
                 if len(pending) < settings.grad_accum:
                     continue
-                _optimizer_step(run, model, pending, optimizer, scheduler, params, settings, step)
+                losses.append(_optimizer_step(run, model, pending, optimizer, scheduler, params, settings, step))
                 pending = []
                 step += 1
                 if step >= total:
                     break
             if pending and step < total:
-                _optimizer_step(run, model, pending, optimizer, scheduler, params, settings, step)
+                losses.append(_optimizer_step(run, model, pending, optimizer, scheduler, params, settings, step))
                 step += 1
         epoch += 1
         record = {"epoch": float(epoch), "step": float(step)}
@@ -140,7 +150,11 @@ def train(
             params_by_name = dict(model.named_parameters())
             for name, value in best[2].items():
                 params_by_name[name].copy_(value)
-    return TrainOutcome(step, epoch, best[1] if best else epoch, best[0] if best else None, tuple(history), optimizer)
+    step_losses = [v / run.world_size for v in parallel.all_sum(run, [float(x) for x in losses])]
+    for i, value in enumerate(step_losses):  # read after training: no host sync inside a step
+        run.meter.log("train/loss", value, i)
+    return TrainOutcome(step, epoch, best[1] if best else epoch, best[0] if best else None, tuple(history), optimizer,
+                        tuple(step_losses), model)
 
 
 def _plan(run: RunContext, model: Any, epoch_batches: Callable[[int], Iterable[Batch]]) -> PlanFigures:
@@ -155,31 +169,38 @@ def _plan(run: RunContext, model: Any, epoch_batches: Callable[[int], Iterable[B
 
 
 def _optimizer_step(run: RunContext, model: Any, micro: list[Batch], optimizer: Any, scheduler: Any,
-                    params: list[Any], settings: TrainSettings, step: int) -> None:
+                    params: list[Any], settings: TrainSettings, step: int) -> Any:
+    """One optimizer step over ``micro``; returns this rank's part of the step's loss (a tensor: the step's
+    loss is the sum of the ranks' parts over the ranks)."""
+
+    def count(b: Batch) -> int:  # what the batch's loss is a mean over
+        return b.tokens if settings.loss_per == "token" else b.samples
 
     samples = sum(b.samples for b in micro)
     tokens = sum(b.tokens for b in micro)
     with run.meter.step(samples=samples, tokens=tokens, input_tokens=sum(b.input_tokens for b in micro)):
         total_loss = None
+        denominator = parallel.loss_scale(run, sum(count(b) for b in micro))
         for batch in micro:
             inputs = batch.to(run.device)
 
             def forward_backward(inputs: dict[str, Any] = inputs, batch: Batch = batch) -> Any:
                 with run.autocast():
                     loss = model(**inputs).loss
-                scaled = loss * (batch.samples / samples)
+                scaled = loss * (count(batch) / denominator)
                 scaled.backward()
                 return scaled.detach()
 
-            scaled = run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
+            with parallel.gradient_sync(model, batch is micro[-1]):  # reduce once, after the last micro-batch
+                scaled = run.meter.count_flops(forward_backward, batch.padded_tokens, batch.samples)
             total_loss = scaled if total_loss is None else total_loss + scaled
         if settings.max_grad_norm > 0:
             clip_gradients(params, settings.max_grad_norm, run.device)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    run.meter.log("train/loss", total_loss, step)
     run.meter.log("train/lr", scheduler.get_last_lr()[0], step)
+    return total_loss
 
 
 def clip_gradients(params: list[Any], max_norm: float, device: str) -> None:
@@ -193,6 +214,6 @@ def clip_gradients(params: list[Any], max_norm: float, device: str) -> None:
         utils.clip_grad_norm_(params, max_norm, foreach=True)
         return
     grads = [p.grad for p in params if p.grad is not None]
-    norm = utils.get_total_norm(grads, foreach=True)
-    if float(norm) > max_norm:
+    norm = utils.get_total_norm(grads, foreach=True)  # FSDP's sharded gradients: a replicated DTensor
+    if float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm) > max_norm:
         utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)

@@ -244,26 +244,33 @@ def response_window_lm(model: Any) -> Any:
 def evaluate_loss(run: RunContext, model: Any, items: Sequence[SftItem], batch_size: int,
                   pad_id: int) -> tuple[float, int]:
     """Mean cross-entropy over response tokens of ``items`` (token-weighted) and the token count;
-    ``model`` is a :func:`response_window_lm` wrapper."""
+    ``model`` is a :func:`response_window_lm` wrapper. Under torch.distributed each rank takes its shard of
+    the batches and the loss sum and token count are added over the ranks (exact)."""
     import torch
+
+    from bench.training import parallel
 
     model.eval()
     examples = [it.encoded for it in items]
     order = sorted_order([len(e) for e in examples], batch_size)
+    runs = [parallel.stand_in(b, order) for b in parallel.shard(order, run.dist)]
     total = torch.zeros((), dtype=torch.float64)
     count = 0
-    with torch.inference_mode():
-        for batch in progress.bar(window_batches(examples, order, pad_id), desc="eval loss", total=len(order),
-                                  unit="batch"):
+    with parallel.no_grad(model):
+        for (_, real), batch in zip(runs, progress.bar(window_batches(examples, [i for i, _ in runs], pad_id),
+                                                       desc="eval loss", total=len(runs), unit="batch")):
             inputs = batch.to(run.device)
             with run.autocast():
                 logits = model(**inputs).logits
+            if not real:  # a stand-in batch: the other ranks still have batches
+                continue
             labels = inputs["labels"]
             keep = labels != -100
             total += torch.nn.functional.cross_entropy(logits[keep].float(), labels[keep],
                                                        reduction="sum").double().cpu()
             count += batch.tokens
-    return float(total) / max(1, count), count
+    summed, tokens = parallel.all_sum(run, [float(total), count])
+    return summed / max(1, tokens), int(tokens)
 
 
 def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
@@ -278,18 +285,24 @@ def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
 
 def generate(run: RunContext, model: Any, tokenizer: Any, items: Sequence[SftItem], batch_size: int,
              max_new_tokens: int, pad_id: int, desc: str = "generate") -> list[str]:
-    """Greedy answers to the prompts of ``items``, batched by length with left padding, in input order."""
+    """Greedy answers to the prompts of ``items``, batched by length with left padding, in input order.
+    Under torch.distributed each rank answers its shard of the batches and every rank gets every answer; an
+    FSDP-sharded model generates in lockstep (``synced_gpus``: its forward gathers parameters, a collective)."""
     import torch
     from transformers import GenerationConfig
+
+    from bench.training import parallel
 
     model.eval()
     stops = stop_token_ids(tokenizer, model)
     gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                   pad_token_id=pad_id, eos_token_id=stops or None)
-    answers: list[str] = [""] * len(items)
+    lockstep = {"synced_gpus": True} if run.dist is not None and parallel.is_sharded(model) else {}
+    answers: dict[int, str] = {}
     order = sorted_order([len(it.prompt_ids) for it in items], batch_size)
-    with torch.inference_mode():
-        for idx in progress.bar(order, desc=desc, total=len(order), unit="batch"):
+    runs = [parallel.stand_in(b, order) for b in parallel.shard(order, run.dist)]
+    with parallel.no_grad(model):
+        for idx, real in progress.bar(runs, desc=desc, total=len(runs), unit="batch"):
             prompts = [items[i].prompt_ids for i in idx]
             width = max(len(p) for p in prompts)
             ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -299,12 +312,16 @@ def generate(run: RunContext, model: Any, tokenizer: Any, items: Sequence[SftIte
                 mask[row, width - len(p):] = 1
             with run.autocast():
                 out = model.generate(input_ids=ids.to(run.device), attention_mask=mask.to(run.device),
-                                     generation_config=gen_config)
+                                     generation_config=gen_config, **lockstep)
+            if not real:
+                continue
             for row, i in enumerate(idx):
                 new = out[row, width:].tolist()
                 end = next((k for k, t in enumerate(new) if t in stops), len(new))
                 answers[i] = tokenizer.decode(new[:end], skip_special_tokens=True)
-    return answers
+    for shard in parallel.all_gather(run, answers) if run.dist is not None else ():
+        answers.update(shard)
+    return [answers.get(i, "") for i in range(len(items))]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from bench.core.fields import option as _opt
 from bench.core.strategy import StrategyOutput
 from bench.models.layers import SYNTAX
 from bench.speed import SpeedOptions
+from bench.training import parallel
+from bench.training.parallel import ParallelOptions
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,16 @@ class SftOptions:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        more = getattr(super(), "__post_init__", None)  # the other bases' checks (ParallelOptions)
+        if more is not None:
+            more()
 
 
 @dataclass(frozen=True)
-class SftTrainingConfig(SftOptions, SpeedOptions):
-    """The config of a strategy on the sft recipe (:func:`run_sft`): the sft options and the speed
-    techniques (:class:`bench.speed.SpeedOptions`), which it applies."""
+class SftTrainingConfig(SftOptions, SpeedOptions, ParallelOptions):
+    """The config of a strategy on the sft recipe (:func:`run_sft`): the sft options, the speed
+    techniques (:class:`bench.speed.SpeedOptions`), which it applies, and the data-parallel mode under
+    torch.distributed (:class:`bench.training.parallel.ParallelOptions`)."""
 
 
 @dataclass(frozen=True)
@@ -148,17 +154,18 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
 
     def evaluate(desc: str) -> tuple[float, list[str]]:
         loss, _ = sft.evaluate_loss(run, lm, test_split.items, cfg.eval_batch_size, pad)
-        return loss, sft.generate(run, model, tokenizer, test_split.items, cfg.eval_batch_size, cfg.max_new_tokens,
-                                  pad, desc)
+        with parallel.unsharded_root(lm):  # FSDP: generate runs the LM inside the sharded root
+            return loss, sft.generate(run, model, tokenizer, test_split.items, cfg.eval_batch_size,
+                                      cfg.max_new_tokens, pad, desc)
 
     if not run.synthetic:
         with run.meter.phase("baseline"):
             loss_before, before = evaluate("generate (before)")
 
     lengths = [len(e) for e in examples]
-    n_batches = -(-len(examples) // cfg.batch_size)
+    n_batches = parallel.batches_per_epoch(len(examples), cfg.batch_size, run.dist)
     settings = TrainSettings(cfg.epochs, cfg.max_steps, cfg.lr, cfg.weight_decay, cfg.warmup_ratio, cfg.grad_accum,
-                             fused_optimizer=cfg.fused_optimizer)
+                             fused_optimizer=cfg.fused_optimizer, parallel=cfg.parallel, loss_per="token")
     with speed.apply(run, adapted.inner, cfg, epochs=cfg.epochs, classifier=False) as applied:
 
         def epoch_batches(epoch: int) -> Iterator[Any]:
@@ -166,7 +173,7 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
                 order = length_grouped_order(lengths, cfg.batch_size, run.seed + epoch)
             else:
                 order = random_order(len(lengths), cfg.batch_size, run.seed + epoch)
-            return sft.window_batches(examples, order, pad)
+            return sft.window_batches(examples, parallel.deal(order, lengths, run.dist), pad)
 
         outcome = train(run, speed.maybe_compile(lm, applied.options), epoch_batches, n_batches, settings)
 
@@ -180,7 +187,8 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
             metrics={}, params=param_counts(model, outcome.optimizer), primary_metric="exact_match_after",
             trained_parameters=adapted.trained_parameters, trained_modules=adapted.trained_modules,
             extra={**more_extra, "model": source, "data": {"name": synthetic_data.name, "source": synthetic_data.source},
-                   "optimizer_steps": outcome.steps, "epochs_run": outcome.epochs_run, **tokens})
+                   "optimizer_steps": outcome.steps, "epochs_run": outcome.epochs_run,
+                   "train_losses": list(outcome.losses), **tokens})
     test = test_split.items
     with run.meter.phase("eval"):
         loss_after, after = evaluate("generate (after)")
@@ -200,7 +208,8 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
             metrics[f"exact_match_before_{suffix}"] = scores_before.by_source[src]
             metrics[f"exact_match_after_{suffix}"] = scores_after.by_source[src]
     generations_file = run.out_dir / "generations.jsonl"
-    sft.write_generations(generations_file, test, before, after)
+    if run.is_main:  # every rank holds every answer; one writes them
+        sft.write_generations(generations_file, test, before, after)
     more_metrics, more_extra = adapted.finish()
     from bench.models.loading import model_fingerprint
 
@@ -223,6 +232,7 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
             "data": _data_summary(data, train_split, test_split),
             "optimizer_steps": outcome.steps,
             "epochs_run": outcome.epochs_run,
+            "train_losses": list(outcome.losses),
             **tokens,
             "eval_response_tokens": sum(it.response_tokens for it in test),
             "exact_match_by_source": {"before": scores_before.by_source, "after": scores_after.by_source},

@@ -131,9 +131,10 @@ def adapter_size(model: Any) -> AdapterSize:
     return AdapterSize(total, sum(t.numel() * t.element_size() for t in state.values()), lora, total - lora)
 
 
-def save_adapter(model: Any, folder: Path) -> int:
-    """Save the adapter with ``save_pretrained``; return the bytes of its weights file on disk."""
-    model.save_pretrained(str(folder))
+def save_adapter(model: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> int:
+    """Save the adapter with ``save_pretrained`` (from ``state_dict``, the whole one of an FSDP-sharded model,
+    when given); return the bytes of its weights file on disk."""
+    model.save_pretrained(str(folder), **({"state_dict": state_dict} if state_dict is not None else {}))
     return sum(p.stat().st_size for p in folder.glob("adapter_model.*"))
 
 

@@ -17,6 +17,7 @@ from bench.api import (
     classification_evidence,
     classification_metrics,
     data_summary,
+    full_state_dict,
     load_classifier,
     param_counts,
     prepare,
@@ -64,6 +65,7 @@ class Lora:
                 "best_epoch": outcome.best_epoch,
                 "optimizer_steps": outcome.steps,
                 "history": list(outcome.history),
+                "train_losses": list(outcome.losses),
             },
         )
 
@@ -84,6 +86,8 @@ def adapter_extra(run: Any, model: Any, lora: Any, size: adapters.AdapterSize,
     }
     if run.bench.getoption("lora_save_adapter", True):
         folder = run.out_dir / "adapter"
-        extra["adapter_file_bytes"] = adapters.save_adapter(model, folder)
+        whole = full_state_dict(model)  # FSDP: the shards gathered, a collective on every rank
+        sizes = [adapters.save_adapter(model, folder, whole)] if run.is_main else []  # one rank writes
+        extra["adapter_file_bytes"] = sizes[0] if sizes else None
         extra["adapter_dir"] = str(folder)
     return extra
