@@ -29,7 +29,7 @@ from bench.host.config import strategy_config
 from bench.measure.energy import counter_for
 from bench.measure.machine import cpu_model_and_flags
 from bench.measure.meter import Meter, SpeedIndex
-from bench.measure.peak import Peak, judge_mfu
+from bench.measure.peak import Peak, achieved_flops, judge_mfu
 from bench.measure.plan import MemoryPlan, PlanComplete, device_free_memory
 from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse, WorkMeasure
 
@@ -218,7 +218,7 @@ def _mfu(meter: Meter, config: BenchConfig) -> dict[str, Any]:
     seconds = sum(s.seconds for s in timed)
     if seconds <= 0:
         return {**found, "flops_per_token": flops_per_token, "mfu_note": f"no timed {phase} steps"}
-    mfu, note = judge_mfu(flops_per_token * sum(s.input_tokens for s in timed) / seconds, peak)
+    mfu, note = judge_mfu(achieved_flops(flops_per_token, sum(s.input_tokens for s in timed), seconds), peak)
     return {**found, "flops_per_token": flops_per_token, "mfu": mfu, "mfu_note": note}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -268,16 +268,14 @@ class Meter:
             if not steps:
                 continue
             timed = [s for s in steps if s.kind == "timed"]
-            seconds = sum(s.seconds for s in timed)
             out[measure.name] = Throughput(
-                samples_per_s=sum(s.samples for s in timed) / seconds if seconds > 0 else None,
-                real_tokens_per_s=(sum(s.tokens for s in timed) / seconds if seconds > 0 and any(s.tokens for s in timed)
-                                   else None),
+                samples_per_s=timed_rate(timed, "samples"),
+                real_tokens_per_s=timed_rate(timed, "tokens") if any(s.tokens for s in timed) else None,
                 step=StepStats.from_values([s.seconds for s in timed]),
                 timed_steps=len(timed),
                 warmup_steps=sum(1 for s in steps if s.kind == "warmup"),
                 profiled_steps=sum(1 for s in steps if s.kind == "profiled"),
-                phase_samples_per_s=sum(s.samples for s in steps) / measure.wall_s if measure.wall_s > 0 else None,
+                phase_samples_per_s=phase_rate(steps, measure.wall_s),
             )
         return out
 
@@ -301,6 +299,26 @@ class Meter:
         import torch
 
         return torch.cuda
+
+
+# -------------------------------------------------------------------------------------------------
+# The published throughput formulas, pure (tests/test_formulas.py checks each by hand).
+# -------------------------------------------------------------------------------------------------
+
+
+def timed_rate(steps: Sequence[StepSample], work: str = "samples") -> float | None:
+    """Work per second over the timed steps among ``steps``: the sum of their ``work`` (``samples``,
+    ``tokens``: real tokens, padding excluded, or ``input_tokens``) over the sum of their seconds (not a
+    mean of per-step rates); warm-up and profiled steps are left out. None when no timed step took time."""
+    timed = [s for s in steps if s.kind == "timed"]
+    seconds = sum(s.seconds for s in timed)
+    return sum(getattr(s, work) for s in timed) / seconds if seconds > 0 else None
+
+
+def phase_rate(steps: Sequence[StepSample], wall_s: float, work: str = "samples") -> float | None:
+    """Work per second over a whole phase: the ``work`` of every step in it (warm-up and profiled
+    included) over the phase's wall time (everything in the phase included)."""
+    return sum(getattr(s, work) for s in steps) / wall_s if wall_s > 0 else None
 
 
 # -------------------------------------------------------------------------------------------------
