@@ -88,7 +88,6 @@ def main() -> int:
 def write_results(args: argparse.Namespace, columns: list[str], rows: list[str]) -> None:
     """The table as a results file for scripts/figures.py: the machine, precision and command with it."""
     import os
-    import platform
     import time
 
     import torch
@@ -102,7 +101,7 @@ def write_results(args: argparse.Namespace, columns: list[str], rows: list[str])
     command = "python scripts/plan_check.py" + ("" if args.device == "cpu" else f" --device {args.device}") + (
         "" if args.precision == "fp32" else f" --precision {args.precision}") + f" --json {args.json}"
     data = {"kind": "table", "machine": machine, "precision": args.precision, "command": command,
-            "date": time.strftime("%Y-%m-%d"), "reproduced": True, "note": f"python {platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d"), "reproduced": True,
             "columns": columns, "rows": [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]}
     args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     print(f"written: {args.json}")
