@@ -366,13 +366,20 @@ def test_smollm2_gguf_is_in_place(real: Path) -> None:
 
 @pytest.mark.assets
 @pytest.mark.slow
-def test_smollm2_dequantised_folder_loads_and_is_reused(real: Path) -> None:
+def test_smollm2_dequantised_folder_loads_and_is_reused(real: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = assets.smollm2_model_dir()
-    assert (folder / "bench-derived.json").is_file()
-    assert assets.smollm2_model_dir() == folder  # reused, not rebuilt
+    marker = folder / "bench-derived.json"
+    before = (marker.read_bytes(), marker.stat().st_mtime_ns, sorted(p.name for p in folder.parent.iterdir()))
+
+    def rebuild(*args: object) -> None:
+        raise AssertionError("smollm2_model_dir de-quantised the GGUF again instead of reusing its folder")
+
+    monkeypatch.setattr(assets, "_dequantise_gguf", rebuild)
+    assert assets.smollm2_model_dir() == folder  # reused, not rebuilt: a rebuild would have raised
+    assert (marker.read_bytes(), marker.stat().st_mtime_ns, sorted(p.name for p in folder.parent.iterdir())) == before
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     assert sum(p.numel() for p in model.parameters()) == 134_515_008

@@ -1,6 +1,6 @@
 """Every hook in bench/hookspecs.py, called when and where its docstring says: one observer plugin
-implements them all and logs each call with its process id (tests/test_docs.py checks every hook is
-used by some test)."""
+implements them all and logs each call with its process id; and, per hook, a recording plugin
+(tests/hook_recorder.py) checks it is called with every argument its spec documents."""
 
 from __future__ import annotations
 
@@ -172,3 +172,67 @@ def test_plugin_option_from_the_config_file_and_configure_errors(observed, tmp_p
     assert main(["run", "-s", "toy-a", "--no-isolate", "--observer-tag", "bad", "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "bench: error: --observer-tag bad: not allowed; use any other tag"
+
+
+# -------------------------------------------------------------------------------------------------
+# One test per hook in bench/host/hookspecs.py: a plugin that implements it is called, with every
+# argument its spec documents, each of the documented type (recorded by tests/hook_recorder.py).
+# -------------------------------------------------------------------------------------------------
+
+
+def _documented_types() -> dict[str, object]:
+    from collections.abc import Sequence
+
+    from bench.core.config import BenchConfig
+    from bench.core.context import RunContext
+    from bench.host.options import OptionParser
+    from bench.host.plugins import PluginHost
+    from bench.results.schema import RunResult
+
+    return {"parser": OptionParser, "pluginmanager": PluginHost, "config": BenchConfig, "run": RunContext,
+            "result": RunResult, "machine_info": dict, "results": Sequence, "raw": bool, "write": callable}
+
+
+def _spec_names() -> list[str]:
+    from bench.host import hookspecs
+
+    return sorted(n for n, f in vars(hookspecs).items() if n.startswith("bench_") and callable(f))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, dict]]:
+    """One in-process ``bench run`` of a toy strategy with the recorder loaded, then ``bench report``."""
+    import hook_recorder
+
+    folder = tmp_path_factory.mktemp("recorded")
+    write_toy(folder / "plugins", "toy_a", "toy-a")
+    hook_recorder.CALLS.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_PROGRESS", "0")
+        mp.delenv("BENCH_PLUGINS", raising=False)
+        mp.chdir(folder)
+        assert main(["run", "-p", "hook_recorder", "--plugins-dir", str(folder / "plugins"), "-s", "toy-a",
+                     "--no-isolate", "-p", "no:profiler", "-q", "--warmup-steps", "1", "--out", str(folder / "out")]) == 0
+    return list(hook_recorder.CALLS)
+
+
+@pytest.mark.parametrize("hook", _spec_names())
+def test_hook_is_called_with_its_documented_arguments(hook, recorded):
+    import inspect
+
+    from bench.host import hookspecs
+
+    documented = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+    calls = [kwargs for name, kwargs in recorded if name == hook]
+    assert calls, f"{hook} was never called in a bench run"
+    types = _documented_types()
+    for kwargs in calls:
+        assert list(kwargs) == documented
+        for arg, value in kwargs.items():
+            expected = types[arg]
+            ok = expected(value) if expected is callable else isinstance(value, expected)  # type: ignore[arg-type]
+            assert ok, f"{hook}: {arg}={value!r} is not a {expected}"
+    if hook == "bench_result_ready":
+        assert [kw["result"].strategy for kw in calls] == ["toy-a"]
+    if hook in ("bench_report_sections", "bench_terminal_summary"):
+        assert [r.strategy for r in calls[0]["results"]] == ["toy-a"]

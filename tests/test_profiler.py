@@ -71,7 +71,16 @@ def test_tensorboard_scalars_beside_traces(profiled_run):
 def test_flops_mfu_and_memory_recorded(profiled_run):
     result = read_results(profiled_run)["results"][0]
     assert result["flops_per_token"] > 0
-    assert 0 < result["mfu"] <= 1
+    # MFU and the throughput published beside it, recomputed from the run's own recorded steps and peak
+    train = [s for s in result["steps"] if s["phase"] == "train"]
+    timed = [s for s in train if s["kind"] == "timed"]
+    seconds = sum(s["seconds"] for s in timed)
+    expected = result["flops_per_token"] * sum(s["input_tokens"] for s in timed) / seconds / result["peak_flops"]
+    assert 0 < result["mfu"] <= 1 and result["mfu"] == pytest.approx(expected, rel=1e-12)
+    tp = result["throughput"]["train"]
+    assert tp["samples_per_s"] == pytest.approx(sum(s["samples"] for s in timed) / seconds, rel=1e-12)
+    wall = next(p["wall_s"] for p in result["phases"] if p["name"] == "train")
+    assert tp["phase_samples_per_s"] == pytest.approx(sum(s["samples"] for s in train) / wall, rel=1e-12)
     assert result["peak_flops_source"].startswith(("measured:", "cached measurement"))
     params = result["params"]
     assert params["grad_bytes"] == params["param_bytes"]  # all layers train, fp32

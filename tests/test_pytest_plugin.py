@@ -178,9 +178,33 @@ def test_failed_strategy_fails_the_test_with_its_error(pytester, tiny_args, tmp_
     assert "Traceback" not in res.stdout.str()  # bad input: one line, no traceback
 
 
+IDLE_CHECK = """
+import sys
+
+import pytest
+
+
+def test_plain(request):
+    # no harness built, no plugin discovery, no torch: the plugin only declared its options and marker
+    assert "bench.host.harness" not in sys.modules and "bench.host.plugins" not in sys.modules
+    assert "torch" not in sys.modules
+    # and pytest-benchmark's timer was left alone for a test without the fixture
+    assert request.node.get_closest_marker("benchmark") is None
+
+
+@pytest.mark.benchmark(min_rounds=3)
+def test_own_benchmark(benchmark, request):
+    assert request.node.get_closest_marker("benchmark").kwargs == {"min_rounds": 3}
+    benchmark(lambda: None)
+"""
+
+
 def test_plugin_is_idle_without_its_fixture(pytester):
-    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    res = pytester.runpytest("-p", "no:cacheprovider")
-    res.assert_outcomes(passed=1)
+    pytester.makepyfile(test_plain=IDLE_CHECK)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--benchmark-disable")
+    res.assert_outcomes(passed=2)
+    assert "bench_strategy" in pytester.runpytest_subprocess("--markers").stdout.str()
+    help_text = pytester.runpytest("--help").stdout.str()
+    assert "--bench-strategy" in help_text and "--bench-model" in help_text
     help_text = pytester.runpytest("--help").stdout.str()
     assert "--bench-strategy" in help_text and "--bench-model" in help_text

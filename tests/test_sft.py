@@ -417,6 +417,20 @@ def test_train_layers_last_1_freezes_the_rest(tiny_llama, alpaca_jsonl, tmp_path
     assert all(name.startswith("model.layers.1.") for name in result["trained_parameters"])
 
 
+def test_train_layers_last_1_leaves_every_other_parameter_bit_identical(tiny_llama, alpaca_jsonl, tmp_path):
+    """The weights themselves, watched before and after training (bench.testing's frozen watch): every
+    parameter outside the last block is bit-identical, and the last block's did change."""
+    from bench.testing import check_strategy
+
+    report = check_strategy("sft", model=tiny_llama, dataset=alpaca_jsonl, tmp_path=tmp_path, isolate=False,
+                            options={"train_layers": "last:1", "max_steps": 2, "eval_samples": 2, "lr": 1e-2})
+    assert report.frozen is not None and report.ok
+    (model,) = [m for m in report.frozen.models if m.declared_trained]
+    trained = len(report.result.trained_parameters)
+    assert model.declared_trained == trained and model.frozen == model.parameters - trained > trained
+    assert model.changed_undeclared == () and model.changed_trained == trained
+
+
 # ---------------------------------------------------------------------------------------------- real assets
 
 

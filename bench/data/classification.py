@@ -203,7 +203,7 @@ def rotten_tomatoes_reviews() -> list[TextExample]:
 def load_rotten_tomatoes(seed: int = 0) -> ClassificationData:
     """Rotten Tomatoes critic snippets, fresh=1 / rotten=0, split ~80/10/10 by movie with ``seed``.
 
-    Duplicate snippets (same words; 56 in the corpus) are kept once, at their first occurrence, so the
+    Duplicate snippets (same words; 59 in the corpus) are kept once, at their first occurrence, so the
     same sentence cannot sit in two splits.
     """
     from bench.data.assets import asset_manifest, default_specs

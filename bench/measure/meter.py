@@ -294,28 +294,48 @@ def throughput_of(phases: Sequence[PhaseMeasure], steps: Sequence[StepSample]) -
         if not mine:
             continue
         timed = [s for s in mine if s.kind == "timed"]
-        seconds = sum(s.seconds for s in timed)
         out[measure.name] = Throughput(
-            samples_per_s=sum(s.samples for s in timed) / seconds if seconds > 0 else None,
-            real_tokens_per_s=(sum(s.tokens for s in timed) / seconds if seconds > 0 and any(s.tokens for s in timed)
-                               else None),
+            samples_per_s=timed_rate(timed, "samples"),
+            real_tokens_per_s=timed_rate(timed, "tokens") if any(s.tokens for s in timed) else None,
             step=StepStats.from_values([s.seconds for s in timed]),
             timed_steps=len(timed),
             warmup_steps=sum(1 for s in mine if s.kind == "warmup"),
             profiled_steps=sum(1 for s in mine if s.kind == "profiled"),
-            phase_samples_per_s=sum(s.samples for s in mine) / measure.wall_s if measure.wall_s > 0 else None,
+            phase_samples_per_s=phase_rate(mine, measure.wall_s),
         )
     return out
 
 
 def achieved_flops(steps: Sequence[StepSample], phase: str, flops_per_token: float) -> float | None:
-    """The FLOP/s ``phase``'s timed steps achieved: counted FLOPs per token x non-padding input tokens/s (for
-    several ranks: their steps combined); ``None`` without timed time. MFU is this over the peak."""
+    """The FLOP/s ``phase``'s timed steps achieved (for several ranks: their steps combined), by
+    :func:`bench.measure.peak.achieved_flops`; ``None`` without timed time. MFU is this over the peak."""
+    from bench.measure.peak import achieved_flops as formula
+
     timed = [s for s in steps if s.phase == phase and s.kind == "timed"]
     seconds = sum(s.seconds for s in timed)
     if seconds <= 0:
         return None
-    return flops_per_token * sum(s.input_tokens for s in timed) / seconds
+    return formula(flops_per_token, sum(s.input_tokens for s in timed), seconds)
+
+
+# -------------------------------------------------------------------------------------------------
+# The published throughput formulas, pure (tests/test_formulas.py checks each by hand).
+# -------------------------------------------------------------------------------------------------
+
+
+def timed_rate(steps: Sequence[StepSample], work: str = "samples") -> float | None:
+    """Work per second over the timed steps among ``steps``: the sum of their ``work`` (``samples``,
+    ``tokens``: real tokens, padding excluded, or ``input_tokens``) over the sum of their seconds (not a
+    mean of per-step rates); warm-up and profiled steps are left out. None when no timed step took time."""
+    timed = [s for s in steps if s.kind == "timed"]
+    seconds = sum(s.seconds for s in timed)
+    return sum(getattr(s, work) for s in timed) / seconds if seconds > 0 else None
+
+
+def phase_rate(steps: Sequence[StepSample], wall_s: float, work: str = "samples") -> float | None:
+    """Work per second over a whole phase: the ``work`` of every step in it (warm-up and profiled
+    included) over the phase's wall time (everything in the phase included)."""
+    return sum(getattr(s, work) for s in steps) / wall_s if wall_s > 0 else None
 
 
 # -------------------------------------------------------------------------------------------------

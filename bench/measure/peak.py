@@ -181,6 +181,12 @@ def _clock_hz() -> tuple[float | None, str]:
     return None, ""
 
 
+def achieved_flops(flops_per_token: float, input_tokens: int, seconds: float) -> float:
+    """FLOP/s a run achieved: counted FLOPs per (padded) token x the non-padding input tokens its timed
+    steps processed / their seconds. MFU is this over the peak (:func:`judge_mfu`)."""
+    return flops_per_token * input_tokens / seconds
+
+
 def judge_mfu(achieved_flops: float, peak: Peak) -> tuple[float | None, str]:
     """MFU against ``peak``, or None and why, when it would exceed 100% (the peak is then wrong)."""
     if peak.flops <= 0:

@@ -23,6 +23,7 @@ from bench.core import progress
 from bench.core.errors import DataError, UsageError
 from bench.data.batching import Batch, Encoded, sorted_order
 from bench.data.instructions import InstructionExample
+from bench.measure.meter import timed_rate
 
 if TYPE_CHECKING:
     from bench.core.context import RunContext
@@ -379,9 +380,7 @@ def write_generations(path: Path, items: Sequence[SftItem], before: Sequence[str
 
 def input_tokens_per_s(steps: Iterable[Any], phase: str = "train") -> float | None:
     """Non-padding input tokens per second over the timed steps of ``phase``."""
-    timed = [s for s in steps if s.phase == phase and s.kind == "timed"]
-    seconds = sum(s.seconds for s in timed)
-    return sum(s.input_tokens for s in timed) / seconds if seconds > 0 else None
+    return timed_rate([s for s in steps if s.phase == phase], "input_tokens")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from bench.testing import check_strategy, default_assets
 from bench_lora import adapters
 from bench_lora.options import LoraClassificationConfig
 
-pytest.importorskip("peft")
+# peft is a hard dependency of bench-lora (its pyproject.toml): no importorskip, a missing peft fails loudly
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +93,12 @@ def test_bad_target_module_names_the_layers_it_has():
     with pytest.raises(UsageError, match=r"target module 'qkv' is not a linear layer.*query, key, value"):
         adapters.wrap(tiny("bert"), LoraClassificationConfig(target_modules=("qkv",)), strategy="lora",
                       task_type="SEQ_CLS", modules_to_save=())
+
+
+def test_peft_the_hard_dependency_is_installed():
+    import peft
+
+    assert peft.LoraConfig is not None
 
 
 def test_without_peft_the_run_says_what_to_install(monkeypatch):

@@ -13,6 +13,7 @@ Targets (issue #8), on the same data and epochs, quality within 0.5 points of th
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +41,14 @@ class Ratio:
     ours_quality: float | None
     baseline_quality: float | None
     target: float | None
+    repeat_ratios: tuple[float, ...] = ()  # one ratio per repeat of the pair (see ``aggregate``)
 
     @property
     def ratio(self) -> float | None:
+        """Ours / baseline; over repeats, the median of the repeats' own ratios (each repeat's two sides ran
+        next to each other with the same seed, so a repeat is a pair), not a ratio of two medians."""
+        if self.repeat_ratios:
+            return statistics.median(self.repeat_ratios)
         if self.ours_value is None or not self.baseline_value:
             return None
         return self.ours_value / self.baseline_value

@@ -4,9 +4,9 @@ Runs each built-in strategy and the baseline it stands for, one ``bench run`` ea
 data, epochs and layer selection, then prints the ratio table (ours / baseline, over the whole
 training phase) and writes it as ``speed.md`` and ``speed.json`` into ``--out``. With
 ``--repeats N`` the whole plan runs N times, interleaved (A B A B ...), and the table shows the
-median ratio with its range: the machine is shared and noisy, so ratios of neighbours are what
-count, not absolute times; repeat r runs with ``--seed r``, so quality is averaged over seeds. The
-profiler and TensorBoard are off (they add their own cost).
+median of the repeats' own ratios (repeat r: ours / baseline, both run with ``--seed r``) with their
+range: the machine is shared and noisy, so ratios of neighbours are what count, not absolute times;
+quality is averaged over seeds. The profiler and TensorBoard are off (they add their own cost).
 
 Everything after ``--`` goes to every ``bench run`` (e.g. ``-- --device cuda``).
 """
@@ -103,8 +103,9 @@ def table(out_dirs: list[list[Path]]) -> tuple[str, str, list[dict]]:
 
 
 def aggregate(group: list[Any]) -> Any:
-    """One row from the repeats of a pair: median throughputs, mean quality (the repeats use different
-    seeds, so quality is averaged over seeds)."""
+    """One row from the repeats of a pair: the median of the repeats' own ratios (repeat r of ours and of
+    the baseline ran next to each other with seed r: a pair), median throughputs shown beside it, mean
+    quality (the repeats use different seeds, so quality is averaged over seeds)."""
     def median(values: list[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return statistics.median(known) if known else None
@@ -113,7 +114,8 @@ def aggregate(group: list[Any]) -> Any:
         known = [v for v in values if v is not None]
         return statistics.fmean(known) if known else None
 
-    return dataclasses.replace(group[0], ours_value=median([r.ours_value for r in group]),
+    paired = tuple(r.ratio for r in group if r.baseline and r.ratio is not None)
+    return dataclasses.replace(group[0], repeat_ratios=paired, ours_value=median([r.ours_value for r in group]),
                                baseline_value=median([r.baseline_value for r in group]),
                                ours_quality=mean([r.ours_quality for r in group]),
                                baseline_quality=mean([r.baseline_quality for r in group]))
