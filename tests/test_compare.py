@@ -171,12 +171,15 @@ def test_repeated_runs_of_a_strategy_are_pooled():
     assert not failed.entries[0].passed and "1 of 3 runs failed" in failed.entries[0].error
 
 
-def test_failed_current_run_fails_and_unmatched_entries_are_listed():
+def test_failed_or_unmatched_entries_are_missing_and_fail_the_comparison():
     base = [make_result(noisy(0.01), strategy="a"), make_result(noisy(0.01), strategy="b")]
     cur = [make_result(noisy(0.01), strategy="a", status="failed"), make_result(noisy(0.01), strategy="c")]
     cmp = compare(source_from_results("x", base), source_from_results("y", cur))
-    assert cmp.failed and cmp.failed[0][0] == "a" and cmp.exit_code == 1
-    assert cmp.only_baseline == ("b",) and cmp.only_current == ("c",)
+    assert [e for e, _ in cmp.missing] == ["a", "b", "c"] and cmp.exit_code == 1
+    why = dict(cmp.missing)
+    assert why["a"].startswith("failed in the current run") and why["b"] == "not in the current run"
+    assert why["c"] == "not in the baseline"
+    assert "3 missing" in cmp.summary() and "no regression" not in cmp.summary()
 
 
 def test_unknown_metric_in_fail_on_suggests_a_name():

@@ -25,6 +25,7 @@ VERDICT_IMPROVEMENT = "improvement"
 VERDICT_NOISE = "not significant"
 VERDICT_OK = "ok"
 VERDICT_FAILED = "FAILED"
+VERDICT_MISSING = "missing"  # a side failed or lacks the benchmark: nothing was compared, so nothing passed
 
 
 
@@ -57,9 +58,7 @@ class Comparison:
     changes: tuple[MetricChange, ...]
     thresholds: Mapping[str, Threshold]
     alpha: float
-    failed: tuple[tuple[str, str], ...] = ()  # (entry, error) failed in the current run
-    only_baseline: tuple[str, ...] = ()
-    only_current: tuple[str, ...] = ()
+    missing: tuple[tuple[str, str], ...] = ()  # (entry, why): failed on a side, or on one side only
     notes: tuple[str, ...] = ()
 
     @property
@@ -72,7 +71,8 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
-        return not self.regressions and not self.failed
+        """No regression and nothing missing: a comparison that did not compare everything never passes."""
+        return not self.regressions and not self.missing
 
     @property
     def exit_code(self) -> int:
@@ -84,8 +84,8 @@ class Comparison:
             parts.append(f"{len(self.regressions)} regression{'s' if len(self.regressions) > 1 else ''}: "
                          + "; ".join(f"{c.entry} {c.label} {_fmt_change(c)} (threshold {c.threshold.text})"
                                      for c in self.regressions if c.threshold))
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed in the current run: " + ", ".join(e for e, _ in self.failed))
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: " + "; ".join(f"{e} ({why})" for e, why in self.missing))
         if not parts:
             n = len({c.entry for c in self.changes})
             parts.append(f"no regression ({n} benchmark{'s' if n != 1 else ''} compared"
@@ -101,22 +101,20 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
     thresholds = dict(thresholds if thresholds is not None else thresholds_from())
     _check_threshold_metrics(thresholds, baseline, current)
     base_by_key = {e.key: e for e in baseline.entries}
+    cur_keys = {e.key for e in current.entries}
     notes: list[str] = []
     pairs = [(base_by_key[e.key], e) for e in current.entries if e.key in base_by_key]
-    if not pairs and len(baseline.entries) == 1 and len(current.entries) == 1:
-        b, c = baseline.entries[0], current.entries[0]
-        pairs = [(b, c)]
-        notes.append(f"no benchmark names in common; compared the only one of each: {b.key} -> {c.key}")
-    paired_base = {b.key for b, _ in pairs}
-    paired_cur = {c.key for _, c in pairs}
+    if not pairs and baseline.entries and current.entries:
+        raise UsageError(f"nothing to compare: {baseline.path} has {_names(baseline)} and {current.path} has "
+                         f"{_names(current)}; bench compare pairs runs of the same strategy (or test), never "
+                         "different ones")
     changes: list[MetricChange] = []
-    failed: list[tuple[str, str]] = []
+    missing: list[tuple[str, str]] = []
     for b, c in pairs:
-        if not c.passed:
-            failed.append((c.key, c.error or "failed"))
-            continue
-        if not b.passed:
-            notes.append(f"{c.key}: the baseline run failed ({b.error or 'no error recorded'}); nothing to compare")
+        if not c.passed or not b.passed:
+            sides = [f"failed in the {side} ({e.error or 'no error recorded'})"
+                     for side, e in (("baseline", b), ("current run", c)) if not e.passed]
+            missing.append((c.key, " and ".join(sides)))
             continue
         changes.extend(_compare_entry(b, c, thresholds, alpha))
         if b.runs > 1 or c.runs > 1:
@@ -128,12 +126,17 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
         if b.device_name and c.device_name and b.device_name != c.device_name:
             notes.append(f"{c.key}: measured on different devices ({b.device_name} vs {c.device_name}); "
                          f"timings are not comparable")
-    failed.extend((e.key, e.error or "failed") for e in current.entries
-                  if e.key not in paired_cur and not e.passed)
-    only_base = tuple(e.key for e in baseline.entries if e.key not in paired_base)
-    only_cur = tuple(e.key for e in current.entries if e.key not in paired_cur and e.passed)
-    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(failed), only_base, only_cur,
-                      tuple(notes))
+    missing += [(e.key, "not in the current run") for e in baseline.entries if e.key not in cur_keys]
+    missing += [(e.key, "not in the baseline") for e in current.entries if e.key not in base_by_key]
+    if not baseline.entries and not current.entries:
+        missing.append(("(everything)", "neither side holds a result"))
+    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), tuple(notes))
+
+
+def _names(source: Source) -> str:
+    keys = list(dict.fromkeys(e.key for e in source.entries))
+    shown = ", ".join(map(repr, keys[:5])) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return shown
 
 
 def _check_threshold_metrics(thresholds: Mapping[str, Threshold], *sources: Source) -> None:

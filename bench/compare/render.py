@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.compare.comparison import (
     VERDICT_IMPROVEMENT,
+    VERDICT_MISSING,
     VERDICT_REGRESSION,
     Comparison,
     _fmt_change,
@@ -40,10 +41,12 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
             verdict = ":rocket: improvement"
         rows.append([c.entry, c.label, _fmt_value(c.baseline, c.spec), _fmt_value(c.current, c.spec),
                      _fmt_change(c), c.threshold.text if c.threshold else "", _fmt_p(c.p_value), verdict])
+    for entry, _why in cmp.missing:
+        rows.append([entry, "(all)", "-", "-", "", "", "", VERDICT_MISSING if not md else f":x: **{VERDICT_MISSING}**"])
     lines: list[str] = []
     status = ("no regression" if cmp.ok else
               ", ".join(x for x in (f"{len(cmp.regressions)} regression(s)" if cmp.regressions else "",
-                                    f"{len(cmp.failed)} failed" if cmp.failed else "") if x))
+                                    f"{len(cmp.missing)} missing" if cmp.missing else "") if x))
     if md:
         icon = ":white_check_mark:" if cmp.ok else ":x:"
         lines.append(f"## finetune-bench comparison: {icon} {status}")
@@ -60,12 +63,8 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
     else:
         lines.append("(no benchmark in common)")
     extra: list[str] = []
-    for entry, error in cmp.failed:
-        extra.append(f"FAILED in the current run: {entry}: {error}")
-    if cmp.only_baseline:
-        extra.append(f"only in the baseline (not compared): {', '.join(cmp.only_baseline)}")
-    if cmp.only_current:
-        extra.append(f"only in the current run (not compared): {', '.join(cmp.only_current)}")
+    for entry, why in cmp.missing:
+        extra.append(f"missing: {entry}: {why} (not compared, so the comparison fails)")
     extra.extend(cmp.notes)
     extra.extend(f"{c.entry} {c.label}: {c.note}" for c in cmp.changes if c.note and c.verdict)
     if extra:
@@ -97,9 +96,7 @@ def comparison_data(cmp: Comparison) -> dict[str, Any]:
                      "threshold": c.threshold.text if c.threshold else None, "p_value": c.p_value,
                      "p_runs": c.p_runs,
                      "verdict": c.verdict or None, "note": c.note or None} for c in cmp.changes],
-        "failed": [{"benchmark": e, "error": err} for e, err in cmp.failed],
-        "only_baseline": list(cmp.only_baseline),
-        "only_current": list(cmp.only_current),
+        "missing": [{"benchmark": e, "why": why} for e, why in cmp.missing],
         "notes": list(cmp.notes),
     }
 

@@ -3,7 +3,6 @@ each turned into a :class:`Source` of :class:`Entry` objects (one per strategy o
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -13,6 +12,42 @@ from typing import Any
 
 from bench.compare.metrics import memory_metrics, metric_spec, step_metrics
 from bench.core.errors import UsageError
+from bench.results.store import read_json, validate
+
+_NUMBER = {"type": "number"}
+_COUNT = {"type": "number", "minimum": 0}
+# The parts of a pytest-benchmark JSON file that bench compare reads, and their types (anything else is ignored).
+PYTEST_BENCHMARK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["benchmarks"],
+    "properties": {
+        "benchmarks": {"type": "array", "items": {
+            "type": "object",
+            "required": ["stats"],
+            "properties": {
+                "name": {"type": "string"},
+                "fullname": {"type": "string"},
+                "stats": {"type": "object", "properties": {
+                    "median": _NUMBER,
+                    "data": {"type": "array", "items": _NUMBER},
+                }},
+                "extra_info": {"type": "object", "properties": {
+                    "samples_per_step": _COUNT,
+                    "tokens_per_step": _COUNT,
+                    "accuracy": _NUMBER,
+                    "primary_metric": {"type": ["string", "null"]},
+                    "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+                    "config": {"type": "object"},
+                    "device_name": {"type": ["string", "null"]},
+                    **{key: _COUNT for key in ("peak_memory_bytes", "cpu_peak_rss_bytes", "gpu_peak_allocated_bytes",
+                                               "gpu_peak_reserved_bytes", "params_trainable", "params_total")},
+                }},
+            },
+        }},
+        "commit_info": {"type": "object", "properties": {"id": {"type": ["string", "null"]}}},
+        "datetime": {"type": ["string", "null"]},
+    },
+}
 
 # -------------------------------------------------------------------------------------------------
 # Loading: results files, run folders, baselines, pytest-benchmark JSON.
@@ -64,14 +99,9 @@ def load_source(spec: str | Path, baseline_dir: str | Path | None = None) -> Sou
             raise UsageError(f"{path}: a folder without {RESULTS_FILENAME}; give a run folder, a results.json "
                              f"or a pytest-benchmark JSON file")
         path = path / RESULTS_FILENAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); give a finetune-bench "
-                         f"results file or a pytest-benchmark JSON file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
-    if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+    data = read_json(path, "a finetune-bench results file, a run folder or a pytest-benchmark JSON file")
+    if isinstance(data, dict) and "benchmarks" in data and "schema_version" not in data:
+        validate(data, PYTEST_BENCHMARK_SCHEMA, f"{path}: not a pytest-benchmark JSON file bench compare can read")
         return _pytest_benchmark_source(path, data)
     if isinstance(data, dict) and "schema_version" in data:
         from bench.results.store import load_results
@@ -155,8 +185,6 @@ def _accuracy_metric(primary: str, metrics: Mapping[str, float]) -> str | None:
 def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
     entries = []
     for i, b in enumerate(data["benchmarks"]):
-        if not isinstance(b, Mapping) or not isinstance(b.get("stats"), Mapping):
-            raise UsageError(f"{path}: benchmark #{i + 1} has no stats; is it a pytest-benchmark JSON file?")
         stats = b["stats"]
         extra = b.get("extra_info") or {}
         raw = stats.get("data")
@@ -170,15 +198,15 @@ def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
                 values["throughput"] = float(per_step) / median if per_step else 1.0 / median
                 if extra.get("tokens_per_step"):
                     values["tokens_per_s"] = float(extra["tokens_per_step"]) / median
-        metrics = extra.get("metrics") or {}
+        metrics = {k: float(v) for k, v in (extra.get("metrics") or {}).items() if isinstance(v, (int, float))}
         primary = _accuracy_metric(str(extra.get("primary_metric") or ""), metrics) if metrics else None
         if primary is not None:
-            values["accuracy"] = float(metrics[primary])
+            values["accuracy"] = metrics[primary]
         elif isinstance(extra.get("accuracy"), (int, float)):
             values["accuracy"] = float(extra["accuracy"])
         for name, value in metrics.items():
-            if name != primary and isinstance(value, (int, float)) and math.isfinite(value):
-                values[name] = float(value)
+            if name != primary:
+                values[name] = value
         for src, dst in (("peak_memory_bytes", "peak_memory"), ("cpu_peak_rss_bytes", "cpu_peak_rss"),
                          ("gpu_peak_allocated_bytes", "gpu_peak_allocated"),
                          ("gpu_peak_reserved_bytes", "gpu_peak_reserved"), ("params_trainable", "trainable_params"),

@@ -1,7 +1,8 @@
 """The ``bench`` command line: run, list, report, assets, compare.
 
-Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression (``compare``,
-``run --compare-to``); 2 usage or input error (one line naming the culprit); 130 interrupted.
+Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression or a side missing (``compare``,
+``run --compare-to``); 2 usage or input error (one line naming the culprit); 3 an internal error (a bug;
+``--debug`` shows the traceback); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 ``bench compare``, ``bench assets`` and ``bench --version`` load no plugins: they work whatever is
 installed. ``run``, ``list`` and ``report`` set up through a :class:`~bench.host.harness.Harness`.
@@ -20,10 +21,11 @@ from bench.core.config import BenchConfig
 from bench.core.errors import BenchError, UsageError
 from bench.host.config import file_settings, plugin_spec
 from bench.host.harness import Harness
-from bench.host.options import escape_help
+from bench.host.options import ArgumentParser, escape_help
 
 PROG = "bench"
 PLUGIN_FREE_COMMANDS = ("compare", "assets")
+INTERNAL_ERROR = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,16 +33,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: interrupted ({getattr(exc, 'signal_name', 'SIGINT')})", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback with --debug
+        if "--debug" in argv:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} (a bug in bench or a plugin; "
+              f"`bench --debug ...` shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
-def _global_parser(add_help: bool) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, add_help=add_help, allow_abbrev=False,
-                                 description="Benchmark fine-tuning strategies of pretrained transformers.")
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line (its lines joined), cut at ``limit`` characters."""
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+
+
+def _global_parser(add_help: bool) -> ArgumentParser:
+    ap = ArgumentParser(prog=PROG, add_help=add_help,
+                        description="Benchmark fine-tuning strategies of pretrained transformers.")
     ap.add_argument("-p", dest="plugin_args", action="append", default=[], metavar="NAME",
                     help="load plugin module NAME; -p no:NAME disables plugin NAME (e.g. -p no:profiler)")
     ap.add_argument("--plugins-dir", default=None, metavar="DIR", help="load every *.py file in DIR as a plugin")
@@ -93,7 +107,7 @@ def _main(argv: list[str]) -> int:
     return 2
 
 
-def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
+def _build_parser(harness: Harness | None) -> ArgumentParser:
     """The full parser; without a harness (commands that load no plugins) ``run`` has no options."""
     ap = _global_parser(add_help=True)
     ap.add_argument("--version", action="version", version=f"finetune-bench {_version()}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.config import DEFAULT_PRESET, BenchConfig, PluginSpec
 from bench.core.errors import UsageError
-from bench.core.fields import field_types
+from bench.core.fields import bounds_problem, field_bounds, field_types
 from bench.core.markers import hookimpl
 from bench.core.text import did_you_mean
 from bench.host.options import OptionParser, coerce, find_config_file, read_config_file
@@ -40,7 +40,7 @@ def bench_addoption(parser: OptionParser) -> None:
     parser.addoption("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
     parser.addoption("--precision", choices=PRECISIONS, default="auto",
                      help="auto: bf16 autocast where the device supports it (CUDA bf16, CPU avx512_bf16/AMX)")
-    parser.addoption("--seed", type=int, default=0, help="random seed for data order and initialisation")
+    parser.addoption("--seed", type=int, default=0, ge=0, help="random seed for data order and initialisation")
     parser.addoption("--out", type=str, default=None,
                      help="output folder (default: a new timestamped folder under .bench/)")
     parser.addoption("--model", type=str, default=None,
@@ -53,14 +53,14 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="pretrained: load the model's weights; random: build it from its config alone (a "
                           "shape: --model shape:llama-1b, a folder or a hub id), train on synthetic batches "
                           "shaped like the task's data, measure time, throughput, memory and MFU, no accuracy")
-    parser.addoption("--seq-len", type=int, default=0,
+    parser.addoption("--seq-len", type=int, default=0, ge=0,
                      help="with --weights random: every synthetic example this many tokens (default: the "
                           "lengths of the default data)")
     parser.addoption("--preset", type=str, default=DEFAULT_PRESET,
                      help="bundle of defaults: smoke (seconds), default, full (best accuracy)")
     parser.addoption("--no-isolate", dest="no_isolate", action="store_true",
                      help="run strategies in this process instead of one child process each")
-    parser.addoption("--warmup-steps", type=int, default=2,
+    parser.addoption("--warmup-steps", type=int, default=2, ge=0,
                      help="training steps excluded from throughput at the start of training")
     parser.addoption("-o", "--option", dest="overrides", action="append", type=str,
                      help="per-strategy option: STRATEGY.FIELD=VALUE (e.g. -o last-layers.n_last=2)")
@@ -158,9 +158,6 @@ def make_config(
     per_strategy = {k: dict(v) for k, v in file_per_strategy.items()}
     for sname, values in cli_per_strategy.items():
         per_strategy.setdefault(sname, {}).update(values)
-    if int(options.get("seq_len") or 0) < 0:
-        raise UsageError(f"option --seq-len: {options['seq_len']} is negative; give a length in tokens, or 0 for the "
-                         "default data's lengths")
     device = str(options["device"])
     precision = str(options["precision"])
     if resolve_device:
@@ -203,6 +200,9 @@ def _coerce_option(option: Any, value: Any, what: str) -> Any:
     coerced = coerce(value, option.type, what=what) if option.type in (int, float, str, bool) else option.type(value)
     if option.choices and coerced not in option.choices:
         raise UsageError(f"{what}: {coerced!r} is not one of {', '.join(map(str, option.choices))}")
+    problem = bounds_problem(coerced, option.bounds)
+    if problem:
+        raise UsageError(f"{what}: {coerced!r} {problem}")
     return coerced
 
 
@@ -290,6 +290,12 @@ def strategy_config(strategy: Strategy, config: BenchConfig) -> Any:
         key: coerce(value, types[key], what=f"option {key!r} of strategy {strategy.name!r}")
         for key, value in values.items()
     }
+    bounds = field_bounds(strategy.config_class)
+    for key, value in kwargs.items():
+        problem = bounds_problem(value, bounds.get(key, {}))
+        if problem:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise UsageError(f"strategy {strategy.name!r}: --{key.replace('_', '-')} {shown}: {problem}")
     try:
         return strategy.config_class(**kwargs)
     except (TypeError, ValueError) as exc:
