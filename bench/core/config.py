@@ -53,6 +53,7 @@ class BenchConfig:
     quiet: bool = False  # -q: no progress bars, status lines or notes (host and run processes)
     debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
     in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)
+    argv: tuple[str, ...] = ()  # the `bench run` arguments as typed (global options left out), for --resume
 
     @property
     def random_weights(self) -> bool:

@@ -11,6 +11,7 @@ installed. ``run``, ``list`` and ``report`` set up through a :class:`~bench.host
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -19,9 +20,16 @@ from typing import Any
 
 from bench.core.config import BenchConfig
 from bench.core.errors import BenchError, UsageError
-from bench.host.config import file_settings, plugin_spec
+from bench.host.config import (
+    FileSettings,
+    file_settings,
+    plugin_spec,
+    spec_with_config_plugins,
+    trusted_by_env,
+)
 from bench.host.harness import Harness
 from bench.host.options import ArgumentParser, escape_help
+from bench.host.processes import signals_interrupt
 
 PROG = "bench"
 PLUGIN_FREE_COMMANDS = ("compare", "assets")
@@ -31,7 +39,8 @@ INTERNAL_ERROR = 3
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        with signals_interrupt():
+            return _main(argv)
     except BenchError as exc:
         print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -63,6 +72,9 @@ def _global_parser(add_help: bool) -> ArgumentParser:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
     ap.add_argument("--debug", action="store_true",
                     help="show tracebacks: of a plugin that fails to import, and of failed rows")
+    ap.add_argument("--trust-config-plugins", action="store_true",
+                    help="bench run / plan: load the plugins a config file names (plugins, plugins_dir); without it "
+                         "(or BENCH_TRUST_CONFIG_PLUGINS=1) such a config file is refused")
     return ap
 
 
@@ -89,8 +101,16 @@ def _main(argv: list[str]) -> int:
         _build_parser(None).print_help()
         return 2
 
-    settings = file_settings(pre.config, Path.cwd())
-    spec = plugin_spec([*settings.plugins, *pre.plugin_args], pre.plugins_dir or settings.plugins_dir)
+    if command == "run":
+        rest = _resume_arguments(rest)
+    if command in ("run", "plan"):
+        settings = file_settings(pre.config, Path.cwd())
+        spec = spec_with_config_plugins(settings, pre.plugin_args, pre.plugins_dir,
+                                        trusted=pre.trust_config_plugins or trusted_by_env())
+    else:  # list, report: never a config file's plugins (nor its values: they need none)
+        settings = FileSettings()
+        spec = plugin_spec(pre.plugin_args, pre.plugins_dir)
+        _note_config_plugins_ignored(pre.config, command, pre.quiet)
     harness = Harness(spec, debug=pre.debug)
     args = _build_parser(harness).parse_args(rest)
     if args.command == "list":
@@ -99,12 +119,30 @@ def _main(argv: list[str]) -> int:
         return cmd_report(harness, args.results, args.format, args.plot, args.output)
     if args.command in ("run", "plan"):
         cli_values = {k: v for k, v in vars(args).items()
-                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format")}
+                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format",
+                                   "trust_config_plugins", "resume")}
+        resume = getattr(args, "resume", None)
+        if resume is not None:
+            cli_values["out"] = resume  # --resume DIR continues in DIR
         config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet,
                                      resolve_device=args.command == "run")  # a plan may be for another machine
-        return cmd_run(harness, config) if args.command == "run" else cmd_plan(harness, config, args.plan_format)
+        if args.command == "plan":
+            return cmd_plan(harness, config, args.plan_format)
+        config = dataclasses.replace(config, argv=tuple(_split_resume(rest)[1]))
+        return cmd_run(harness, config, resume=resume is not None)
     _build_parser(harness).print_help()
     return 2
+
+
+def _note_config_plugins_ignored(explicit: str | None, command: str, quiet: bool) -> None:
+    """``bench list`` / ``bench report`` load no plugin a config file names; say so when one does."""
+    try:
+        settings = file_settings(explicit, Path.cwd())
+    except BenchError:
+        return
+    if (settings.plugins or settings.plugins_dir) and not quiet:
+        print(f"{PROG}: note: {settings.path} names plugins; `bench {command}` loads none from a config file (give "
+              "-p or --plugins-dir)", file=sys.stderr)
 
 
 def _build_parser(harness: Harness | None) -> ArgumentParser:
@@ -117,6 +155,9 @@ def _build_parser(harness: Harness | None) -> ArgumentParser:
                                          "activations) and whether it fits the device; runs nothing")
     plan_p.add_argument("--plan-format", choices=("table", "json"), default="table",
                         help="table, or json with exact byte counts")
+    run_p.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR: keep its passed results, run what failed or is missing (alone: "
+                            "with the options it was started with, recorded in DIR/results.json)")
     if harness is not None:
         for parser in (run_p, plan_p):
             harness.parser.add_to_argparse(parser.add_argument_group("run options"))
@@ -223,7 +264,7 @@ def _refuse_what_does_not_fit(harness: Harness, config: BenchConfig, names: list
                 f"`bench plan` shows the breakdown; try lora, a smaller --batch-size or --seq-len")
 
 
-def cmd_run(harness: Harness, config: BenchConfig) -> int:
+def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
     from bench.results.report import render
 
     resolved = harness.selection(config)
@@ -233,22 +274,31 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
                              "plan it with bench plan")
         if config.seq_len:
             raise UsageError("--seq-len sets the length of synthetic batches: it needs --weights random")
+    names = [name for name, _ in resolved]
+    harness.check_inputs(config, names)
     if config.random_weights:
-        _refuse_what_does_not_fit(harness, config, [name for name, _ in resolved])
+        _refuse_what_does_not_fit(harness, config, names)
     out = _Printer(config.quiet)
-    with harness.configured(config):
+    with harness.claimed(config, resume=resume), harness.configured(config):
+        kept: list[Any] = []
+        created: str | None = None
+        if resume:
+            kept, names, created = _resume(config, resolved, out)
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
                  f"{config.seed}, preset {config.preset}, {'isolated processes' if config.isolate else 'in-process'}")
         out.line(f"results: {config.out_dir / 'results.json'}")
         for name, cfg in dict(resolved).items():
             out.line(f"  {name}: {_short_config(cfg)}")
         try:
-            session = harness.run([name for name, _ in resolved], on_start=lambda n: out.line(f"running {n} ..."))
-        except KeyboardInterrupt:
-            kept = harness.session
-            print(f"{PROG}: interrupted; {sum(r.passed for r in kept.results) if kept else 0} finished result(s) "
-                  f"kept in {kept.path if kept else config.out_dir}", file=sys.stderr)
-            return 130
+            session = harness.run(names, on_start=lambda n: out.line(f"running {n} ..."), kept=kept,
+                                  created_utc=created)
+        except KeyboardInterrupt as exc:
+            held = harness.session
+            print(f"{PROG}: interrupted ({getattr(exc, 'signal_name', 'SIGINT')}); "
+                  f"{sum(r.passed for r in held.results) if held else 0} finished result(s) kept in "
+                  f"{held.path if held else config.out_dir} (continue with `bench run --resume {config.out_dir}`)",
+                  file=sys.stderr)
+            return int(getattr(exc, "exit_code", 130))
         results = session.results
         hook = harness.hook
         sections = [s for group in hook.bench_report_sections(config=config, results=results) or [] for s in group]
@@ -257,15 +307,71 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
         hook.bench_terminal_summary(config=config, results=results, write=print)
         failed = [r.strategy for r in results if not r.passed]
         print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
-    usage = [r for r in results if r.error is not None and r.error.usage]
-    for r in usage:  # bad input, not a broken strategy: one line each, exit 2
-        assert r.error is not None
-        print(f"{PROG}: error: {r.strategy}: {r.error.message}", file=sys.stderr)
+    usage: dict[str, list[str]] = {}
+    for r in results:  # bad input, not a broken strategy: one line per message, exit 2
+        if r.error is not None and r.error.usage:
+            usage.setdefault(one_line(r.error.message), []).append(r.strategy)
+    for message, strategies in usage.items():
+        print(f"{PROG}: error: {', '.join(dict.fromkeys(strategies))}: {message}", file=sys.stderr)
     if config.debug:
         for r in results:
             if r.error is not None and r.error.traceback and not r.error.usage:
                 print(f"{PROG}: traceback of {r.strategy} ({r.run_dir}):\n{r.error.traceback}", file=sys.stderr)
     return 2 if usage else 1 if failed else 0
+
+
+def _resume(config: BenchConfig, resolved: list[tuple[str, Any]], out: _Printer) -> tuple[list[Any], list[str], str]:
+    """What ``--resume`` keeps and what it runs: every passed result of the folder stays; a planned strategy
+    whose passed result is there (with the same options) is not run again; failed or missing ones are."""
+    from bench.host.session import resume_plan
+    from bench.results.store import load_results
+
+    if not (config.out_dir / "results.json").is_file():
+        raise UsageError(f"--resume {config.out_dir}: no results.json there, so nothing to resume; start a run with "
+                         f"--out {config.out_dir}")
+    existing = load_results(config.out_dir)
+    kept, to_run = resume_plan(resolved, existing.results, config)
+    dropped = [r.strategy for r in existing.results if not r.passed]
+    out.line(f"resuming {config.out_dir}: keeping {len(kept)} result(s)"
+             + (f", running again what failed ({', '.join(dropped)})" if dropped else "")
+             + (f"; to run: {', '.join(to_run)}" if to_run else "; every planned strategy has a result"))
+    return kept, to_run, existing.created_utc
+
+
+def _resume_arguments(rest: list[str]) -> list[str]:
+    """``bench run --resume DIR`` alone continues the run as it was started: its arguments, recorded in
+    DIR's results file (``invocation.argv``), and ``--resume DIR``. With other run options given, those
+    are used instead. Plugin options (-p, --plugins-dir) are never taken from the file: a file does not
+    choose code to run; give them again."""
+    resume, others = _split_resume(rest)
+    if resume is None or [a for a in others if a != "run"]:
+        return rest
+    from bench.results.store import load_results
+
+    folder = Path(resume)
+    if not (folder / "results.json").is_file():
+        raise UsageError(f"--resume {resume}: no results.json there, so nothing to resume; start a run with --out "
+                         f"{resume}")
+    argv = load_results(folder).invocation.get("argv")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or "run" not in argv:
+        raise UsageError(f"--resume {resume}: its results.json does not record how the run was started; give the "
+                         f"run's options again: bench run OPTIONS --resume {resume}")
+    return [*_split_resume(argv)[1], "--resume", resume]
+
+
+def _split_resume(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the value of --resume, the arguments without it)."""
+    resume, kept, skip = None, [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == "--resume":
+            resume, skip = (args[i + 1] if i + 1 < len(args) else None), True
+        elif a.startswith("--resume="):
+            resume = a.split("=", 1)[1]
+        else:
+            kept.append(a)
+    return resume, kept
 
 
 def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,

@@ -8,6 +8,7 @@ Precedence, lowest first: the strategy's dataclass defaults, the preset, the con
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from bench.core.fields import bounds_problem, field_bounds, field_types
 from bench.core.markers import hookimpl
 from bench.core.text import did_you_mean
 from bench.host.options import OptionParser, coerce, find_config_file, read_config_file
+from bench.host.processes import parse_size
 
 if TYPE_CHECKING:
     from bench.core.strategy import Strategy
@@ -64,6 +66,13 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="training steps excluded from throughput at the start of training")
     parser.addoption("-o", "--option", dest="overrides", action="append", type=str,
                      help="per-strategy option: STRATEGY.FIELD=VALUE (e.g. -o last-layers.n_last=2)")
+    parser.addoption("--timeout", type=float, default=0.0, ge=0,
+                     help="seconds each strategy may run (its process start included); past it the strategy and "
+                          "everything it started are stopped and its row says timeout (0: no limit)")
+    parser.addoption("--max-memory", type=parse_size, default=None,
+                     help="cap each CPU run process's memory (address space, RLIMIT_AS; e.g. 4GiB): a run that "
+                          "needs more gets an 'out of memory' row instead of the machine swapping or the "
+                          "kernel's OOM killer choosing")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -92,7 +101,34 @@ def file_settings(explicit: str | Path | None, start: Path) -> FileSettings:
     if isinstance(plugins, str):
         plugins = [plugins]
     plugins_dir = values.pop("plugins_dir", None)
-    return FileSettings(path, values, tuple(str(p) for p in plugins), str(plugins_dir) if plugins_dir else None)
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UsageError(f"config file {path}: key 'plugins' must be a list of module names")
+    if plugins_dir is not None and not isinstance(plugins_dir, str):
+        raise UsageError(f"config file {path}: key 'plugins_dir' must be a folder name")
+    return FileSettings(path, values, tuple(plugins), plugins_dir or None)
+
+
+ENV_TRUST_CONFIG_PLUGINS = "BENCH_TRUST_CONFIG_PLUGINS"
+
+
+def trusted_by_env() -> bool:
+    """``BENCH_TRUST_CONFIG_PLUGINS=1``: the opt-in of ``--trust-config-plugins``, for CI files."""
+    return os.environ.get(ENV_TRUST_CONFIG_PLUGINS, "") not in ("", "0")
+
+
+def spec_with_config_plugins(settings: FileSettings, plugin_args: Sequence[str], plugins_dir: str | Path | None,
+                             *, trusted: bool) -> PluginSpec:
+    """The plugins of a ``bench run`` / ``bench plan``: ``-p`` and ``--plugins-dir`` from the command line,
+    and those a config file names (``plugins``, ``plugins_dir``) only when the user trusts it
+    (``--trust-config-plugins`` or ``BENCH_TRUST_CONFIG_PLUGINS=1``): a config file in a cloned folder
+    must not run code by being there. Untrusted, a config file that names plugins stops the command
+    with one line saying how to allow them."""
+    named = [*settings.plugins, *([f"plugins_dir = {settings.plugins_dir!r}"] if settings.plugins_dir else [])]
+    if named and not trusted:
+        raise UsageError(f"config file {settings.path} names plugins to load ({', '.join(named)}), and a config file "
+                         "runs no code unless you allow it: add --trust-config-plugins (or set "
+                         f"{ENV_TRUST_CONFIG_PLUGINS}=1) if you trust that folder, or give -p / --plugins-dir yourself")
+    return plugin_spec([*settings.plugins, *plugin_args], plugins_dir or settings.plugins_dir)
 
 
 def plugin_spec(plugin_args: Sequence[str], plugins_dir: str | Path | None) -> PluginSpec:
@@ -169,6 +205,13 @@ def make_config(
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         precision = ("bf16" if device == "cuda" else resolve_precision("auto", device)) if precision == "auto" else \
             precision
+    isolate = not options.get("no_isolate", False)
+    for key in ("timeout", "max_memory"):
+        if options.get(key) and not isolate:
+            raise UsageError(f"--{key.replace('_', '-')} applies to isolated run processes; drop --no-isolate")
+    if options.get("max_memory") and device == "cuda":
+        raise UsageError("--max-memory caps a CPU run (RLIMIT_AS); CUDA reserves address space far beyond it: use it "
+                         "with --device cpu")
     out = options.get("out")
     return BenchConfig(
         strategies=tuple(options.get("strategies") or ()),
@@ -179,7 +222,7 @@ def make_config(
         model=options.get("model"),
         dataset=options.get("dataset"),
         preset=str(options["preset"]),
-        isolate=not options.get("no_isolate", False),
+        isolate=isolate,
         warmup_steps=int(options["warmup_steps"]),
         options=options,
         strategy_values={**file_common, **cli_common},

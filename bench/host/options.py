@@ -236,8 +236,10 @@ def find_config_file(start: Path) -> Path | None:
     if candidate.is_file():
         return candidate
     pyproject = start / "pyproject.toml"
-    if pyproject.is_file() and "bench" in _read_toml(pyproject).get("tool", {}):
-        return pyproject
+    if pyproject.is_file():
+        tool = _read_toml(pyproject).get("tool", {})
+        if isinstance(tool, dict) and "bench" in tool:
+            return pyproject
     return None
 
 
@@ -245,15 +247,26 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The finetune-bench table of a config file: the whole ``bench.toml`` or ``[tool.bench]``."""
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
-    data = _read_toml(path)
+    data: Any = _read_toml(path)
     if path.name == "pyproject.toml" or "tool" in data:
-        data = data.get("tool", {}).get("bench", {})
+        tool = data.get("tool", {})
+        data = tool.get("bench", {}) if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: [tool.bench] must be a table of options")
     return {str(k).replace("-", "_") if not isinstance(v, dict) else str(k): v for k, v in data.items()}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML files "
+                         "are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: invalid TOML: nested too deeply") from None

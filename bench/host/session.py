@@ -7,7 +7,7 @@ a crash, a kill or Ctrl-C keeps every result already measured.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ class Session:
     """The results of one invocation, saved to ``<out_dir>/results.json`` as each one arrives."""
 
     def __init__(self, out_dir: Path, machine: dict[str, Any],
-                 on_result: Callable[[RunResult], None] | None = None) -> None:
+                 on_result: Callable[[RunResult], None] | None = None, *, kept: Sequence[RunResult] = (),
+                 created_utc: str | None = None, invocation: Mapping[str, Any] | None = None) -> None:
         self.out_dir = out_dir
         self.machine = machine
-        self.results: list[RunResult] = []
-        self.created_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.results: list[RunResult] = list(kept)  # a resumed run's kept results come first
+        self.created_utc = created_utc or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.invocation = dict(invocation or {})
         self._on_result = on_result
 
     @property
@@ -32,10 +34,50 @@ class Session:
 
     def save(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_results(self.path, ResultsFile(SCHEMA_VERSION, self.created_utc, self.machine, tuple(self.results)))
+        save_results(self.path, ResultsFile(SCHEMA_VERSION, self.created_utc, self.machine, tuple(self.results),
+                                            self.invocation))
 
     def add(self, result: RunResult) -> None:
         self.results.append(result)
         self.save()
         if self._on_result is not None:
             self._on_result(result)
+
+
+# The host settings a kept result must share with the run that resumes it (besides its strategy config).
+RESUME_SETTINGS = ("model", "dataset", "device", "precision", "seed", "weights", "seq_len", "warmup_steps")
+
+
+def resume_plan(planned: Sequence[tuple[str, Any]], existing: Sequence[RunResult],
+                config: Any) -> tuple[list[RunResult], list[str]]:
+    """(the results a resumed run keeps, the strategies it still runs). Every passed result is kept; each
+    planned run of a strategy takes one passed result of it, in order, if there is one left (a repeated
+    ``-s x -s x`` needs two), else it runs. A kept result measured with other options than the plan's
+    stops the resume (one line naming the strategy and the option): results of two set-ups must not
+    end up in one file as if they were one."""
+    from bench.core.errors import UsageError
+    from bench.core.plain import to_data
+
+    kept = [r for r in existing if r.passed]
+    pool: dict[str, list[RunResult]] = {}
+    for r in kept:
+        pool.setdefault(r.strategy, []).append(r)
+    settings = config.settings()
+    to_run = []
+    for name, cfg in planned:
+        if not pool.get(name):
+            to_run.append(name)
+            continue
+        result = pool[name].pop(0)
+        old_cfg, new_cfg = dict(result.provenance.config or {}), to_data(cfg)
+        changed = [(k, old_cfg.get(k), new_cfg.get(k)) for k in sorted(set(old_cfg) | set(new_cfg))
+                   if old_cfg.get(k) != new_cfg.get(k)]
+        old_settings = result.provenance.settings or {}
+        changed += [(k, old_settings.get(k), settings.get(k)) for k in RESUME_SETTINGS
+                    if k in old_settings and old_settings.get(k) != settings.get(k)]
+        if changed:
+            key, old, new = changed[0]
+            raise UsageError(f"--resume {config.out_dir}: the kept result of {name!r} was run with {key}={old!r}, this "
+                             f"run has {key}={new!r}; resume with the options the run was started with, or use "
+                             "another --out")
+    return kept, to_run
