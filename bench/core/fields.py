@@ -54,6 +54,8 @@ def field_bounds(config_class: type) -> dict[str, dict[str, float]]:
 def bounds_problem(value: Any, bounds: Mapping[str, float]) -> str | None:
     """Why ``value`` (a number, or a tuple of numbers) is out of ``bounds``; None when it is within them.
     NaN is never within bounds."""
+    if not bounds:
+        return None
     items = value if isinstance(value, (tuple, list)) else (value,)
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, float)):

@@ -261,7 +261,9 @@ def _label_key(value: Any, where: str, origin: str) -> str:
         return str(int(value))
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        if _NUMBER_RE.fullmatch(text) and not _INT_RE.fullmatch(text):
+        if _INT_RE.fullmatch(text):
+            return str(int(text))  # "+1", "01" and 1 are one class, as in JSON
+        if _NUMBER_RE.fullmatch(text):
             number = float(text)
             if not number.is_integer():
                 raise DataError(f"{origin}: {where} has label {text!r}, a number that is not a whole one; labels "

@@ -150,21 +150,21 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "techniques": {k: TechniqueUse(on, detail) for k, (on, detail) in run.techniques.items()},
         "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
     }
-    if error is None and output is not None:
-        error = _unserialisable_error(output)
     if error is not None or output is None:
         assert error is not None
         return RunResult(status="failed", error=error_info(error, run), **common)
-    bad_metric = None if run.synthetic else _primary_metric_error(output)
+    # An output that cannot be saved as it is, or whose primary metric is not a number, fails its row;
+    # everything of it that can be saved is kept (it once came back as "ProcessDied", metrics lost).
+    bad = _unserialisable_error(output) or (None if run.synthetic else _primary_metric_error(output))
     return RunResult(
-        status="failed" if bad_metric else "passed",
-        error=error_info(bad_metric, run) if bad_metric else None,
-        metrics={k: float(v) for k, v in output.metrics.items()},
+        status="failed" if bad else "passed",
+        error=error_info(bad, run) if bad else None,
+        metrics={k: float(v) for k, v in output.metrics.items() if _is_number(v)},
         primary_metric=output.primary_metric,
         params=output.params,
         trained_parameters=tuple(output.trained_parameters),
         trained_modules=tuple(output.trained_modules),
-        extra=dict(output.extra),
+        extra={k: v for k, v in output.extra.items() if _json_safe(v)},
         **_mfu(meter, provenance),
         **common,
     )
@@ -201,20 +201,31 @@ class UnserialisableOutput(Exception):
 
 
 def _unserialisable_error(output: StrategyOutput) -> UnserialisableOutput | None:
-    import json
-
     bad = [f"StrategyOutput.metrics[{key!r}] ({type(value).__name__}: not a number)"
            for key, value in output.metrics.items() if not _is_number(value)]
-    for where, mapping in (("metrics", output.metrics), ("extra", output.extra)):
-        for key, value in mapping.items():
-            try:
-                json.dumps(to_data(value), allow_nan=where == "metrics")
-            except (TypeError, ValueError) as exc:
-                bad.append(f"StrategyOutput.{where}[{key!r}] ({type(value).__name__}: {exc})")
+    for key, value in output.extra.items():
+        problem = _json_problem(value)
+        if problem:
+            bad.append(f"StrategyOutput.extra[{key!r}] ({type(value).__name__}: {problem})")
     if not bad:
         return None
     return UnserialisableOutput(f"{'; '.join(bad)}: not JSON-serialisable; give plain numbers, strings, lists and "
                                 "dicts")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot go into the results file as JSON, or None."""
+    import json
+
+    try:
+        json.dumps(to_data(value), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _json_safe(value: Any) -> bool:
+    return _json_problem(value) is None
 
 
 def _is_number(value: Any) -> bool:

@@ -222,8 +222,12 @@ class StrategyBenchmark:
     def _out_dir(self) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.request.node.nodeid).strip("_")[-120:]
         root = self.request.config.getoption("bench_out")
-        if root:
-            return (Path(root) / slug).resolve()
+        if root:  # a folder of its own: a run never writes into (nor empties) an earlier one's
+            folder, n = (Path(root) / slug).resolve(), 1
+            while folder.exists() and any(folder.iterdir()):
+                n += 1
+                folder = (Path(root) / f"{slug}-{n}").resolve()
+            return folder
         return self._tmp.mktemp(slug[-60:] or "bench", numbered=True)
 
     def _run(self, name: str, values: dict[str, Any]) -> tuple[Any, Path]:

@@ -91,7 +91,7 @@ def evaluate(out: Path, mode: str, thresholds: list[str], alpha: float) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=12, help="rounds (each: one same-code pair, one slowdown pair)")
     ap.add_argument("--mode", choices=tuple(PAIRS), default="interleaved")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-calibrate"))
