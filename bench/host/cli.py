@@ -91,7 +91,7 @@ def _main(argv: list[str]) -> int:
     pre, rest = _global_parser(add_help=False).parse_known_args(argv)
     command = _command_of(rest)
     if command in PLUGIN_FREE_COMMANDS or command is None:
-        args = _build_parser(None).parse_args(rest)
+        args = parse(None, rest)
         if args.command == "compare":
             from bench.compare.command import cmd_compare
 
@@ -112,26 +112,38 @@ def _main(argv: list[str]) -> int:
         spec = plugin_spec(pre.plugin_args, pre.plugins_dir)
         _note_config_plugins_ignored(pre.config, command, pre.quiet)
     harness = Harness(spec, debug=pre.debug)
-    args = _build_parser(harness).parse_args(rest)
+    args = parse(harness, rest)
     if args.command == "list":
         return cmd_list(harness, args.plugins)
     if args.command == "report":
         return cmd_report(harness, args.results, args.format, args.plot, args.output)
     if args.command in ("run", "plan"):
-        cli_values = {k: v for k, v in vars(args).items()
-                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format",
-                                   "trust_config_plugins", "resume")}
-        resume = getattr(args, "resume", None)
-        if resume is not None:
-            cli_values["out"] = resume  # --resume DIR continues in DIR
-        config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet,
-                                     resolve_device=args.command == "run")  # a plan may be for another machine
+        config = run_config(harness, args, rest, settings, quiet=pre.quiet)
         if args.command == "plan":
             return cmd_plan(harness, config, args.plan_format)
-        config = dataclasses.replace(config, argv=tuple(_split_resume(rest)[1]))
-        return cmd_run(harness, config, resume=resume is not None)
+        return cmd_run(harness, config, resume=getattr(args, "resume", None) is not None)
     _build_parser(harness).print_help()
     return 2
+
+
+def run_config(harness: Harness, args: argparse.Namespace, rest: Sequence[str], settings: FileSettings, *,
+               quiet: bool = False) -> BenchConfig:
+    """The frozen config of ``bench run`` / ``bench plan`` from the parsed command line (``args``; ``rest``:
+    the arguments as typed, global options left out) and the config file's values."""
+    cli_values = {k: v for k, v in vars(args).items()
+                  if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format",
+                               "trust_config_plugins", "resume")}
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        cli_values["out"] = resume  # --resume DIR continues in DIR
+    config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=quiet,
+                                 resolve_device=args.command == "run")  # a plan may be for another machine
+    return dataclasses.replace(config, argv=tuple(_split_resume(rest)[1])) if args.command == "run" else config
+
+
+def parse(harness: Harness | None, rest: Sequence[str]) -> argparse.Namespace:
+    """The command line after the global options, parsed by the full parser (errors: UsageError)."""
+    return _build_parser(harness).parse_args(list(rest))
 
 
 def _note_config_plugins_ignored(explicit: str | None, command: str, quiet: bool) -> None:

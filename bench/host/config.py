@@ -240,7 +240,13 @@ def _coerce_option(option: Any, value: Any, what: str) -> Any:
     if option.action == "append":
         items = value if isinstance(value, (list, tuple)) else [value]
         return [coerce(v, option.type, what=what) if option.type is not str else str(v) for v in items]
-    coerced = coerce(value, option.type, what=what) if option.type in (int, float, str, bool) else option.type(value)
+    if option.type in (int, float, str, bool):
+        coerced = coerce(value, option.type, what=what)
+    else:
+        try:
+            coerced = option.type(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{what}: {exc}") from None
     if option.choices and coerced not in option.choices:
         raise UsageError(f"{what}: {coerced!r} is not one of {', '.join(map(str, option.choices))}")
     problem = bounds_problem(coerced, option.bounds)
