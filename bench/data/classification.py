@@ -551,7 +551,7 @@ def load_classification_hub(
     )
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything with a file suffix, a leading ./ ~ /, or more
     than one separator is meant as a local path."""
     if spec.lower().endswith(_TABULAR_SUFFIXES):
@@ -574,7 +574,7 @@ def load_classification(
     path = Path(spec).expanduser()
     if path.is_file():
         return load_classification_file(path, text_column=text_column, label_column=label_column, seed=seed)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise DataError(
             f"{spec}: file not found; give an existing CSV or JSONL file, a hub dataset id (owner/name), "
             "or nothing for the default Rotten Tomatoes data"

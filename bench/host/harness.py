@@ -118,12 +118,21 @@ class Harness:
         reader (encoding, columns, labels). A problem is one UsageError naming the file, not one failed
         row per strategy after the first has trained."""
         tasks = list(dict.fromkeys(self.registry.get(name).strategy.task for name in names))
-        if config.model and Path(config.model).expanduser().is_dir():
+        if config.model:  # a folder is checked whole; a hub id is left to the run (no download here)
             from bench.models.loading import resolve_model
 
             resolve_model(config.model, tasks[0] if tasks else "classification", synthetic=config.random_weights)
-        if config.dataset and Path(config.dataset).expanduser().is_file() and not config.random_weights:
-            path = Path(config.dataset).expanduser()
+        if config.random_weights or not config.dataset:
+            return
+        from bench.data.classification import looks_like_path
+
+        path = Path(config.dataset).expanduser()
+        if not path.is_file() and looks_like_path(config.dataset):
+            from bench.core.errors import DataError
+
+            raise DataError(f"--dataset {config.dataset}: file not found; give an existing CSV or JSONL file, a hub "
+                            "dataset id (owner/name), or nothing for the default data")
+        if path.is_file():
             if "classification" in tasks:
                 from bench.data.classification import load_classification_file
 
@@ -284,7 +293,7 @@ def _phase_of(run_dir: Path) -> str:
 
 
 def _command_line(config: BenchConfig) -> str:
-    return " ".join(["bench run", *config.argv]) if config.argv else "bench run"
+    return " ".join(["bench", *config.argv]) if config.argv else "bench run"
 
 
 def _death(exitcode: int | None) -> str:
