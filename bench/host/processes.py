@@ -60,8 +60,9 @@ def signals_interrupt() -> Iterator[None]:
 
 def become_run_process(parent_pid: int, max_memory: int | None) -> None:
     """First thing in a run process: a process group of its own, death with the host, the memory cap."""
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
+    if hasattr(os, "setpgid"):
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
     _die_with_parent(parent_pid)
     if max_memory:
         import resource
@@ -106,6 +107,13 @@ def _watch_parent() -> None:  # pragma: no cover - used where PR_SET_PDEATHSIG i
 def stop(process: Any, grace_s: float = GRACE_S) -> None:
     """End ``process`` (a started ``multiprocessing.Process``) and every process in its group: SIGTERM,
     then SIGKILL if it is still there after ``grace_s``; it is reaped before this returns."""
+    if not hasattr(os, "killpg"):  # pragma: no cover - Windows: the process alone
+        process.terminate()
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        return
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
         if not process.is_alive():
             break
