@@ -75,14 +75,17 @@ from bench.speed import SpeedOptions
 
 # -- the training library: classification --------------------------------------------------------------------
 from bench.training.classify import (
+    CLASSIFICATION_PRESETS,
     FinetuneConfig,
     Finetuned,
     Prepared,
     TrainingConfig,
     TrainingOptions,
+    classification_evidence,
     classification_metrics,
     data_summary,
     evaluate,
+    evaluate_examples,
     finetune,
     prepare,
     train_and_test,
@@ -110,6 +113,7 @@ from bench.training.sft_recipe import (
 )
 
 __all__ = [
+    "CLASSIFICATION_PRESETS",
     "ENTRY_POINT_GROUP",
     "RESULTS_FILENAME",
     "SPEED_TECHNIQUES",
@@ -161,9 +165,11 @@ __all__ = [
     "cast_frozen_linears",
     "check_causal_lm",
     "checksum_problem",
+    "classification_evidence",
     "classification_metrics",
     "data_summary",
     "evaluate",
+    "evaluate_examples",
     "evaluate_loss",
     "exact_match_scores",
     "finetune",

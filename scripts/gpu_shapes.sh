@@ -7,8 +7,8 @@
 #   scripts/gpu_shapes.sh OUT_DIR              # on a machine with one CUDA GPU (about 6 minutes on an H200)
 #   GPU_SHAPES_SMOKE=1 scripts/gpu_shapes.sh OUT_DIR   # the same sequence on the CPU with tiny sizes (a test)
 #
-# OUT_DIR gets summary.md (every table), plans.json, results.tar.gz (each run's results.json and top
-# operators; no traces) and log.txt. Each case runs on when another fails; its exit code is logged.
+# OUT_DIR gets summary.md (every table), plans.json, each case's NAME.results.json and top operators (no
+# traces: they are large) and log.txt, each case's as soon as it ends. Each case runs on when another fails; its exit code is logged.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_shapes.sh OUT_DIR}
 mkdir -p "$out"
@@ -51,6 +51,17 @@ run_case() {  # name, then bench arguments
     timeout "${GPU_SHAPES_CASE_TIMEOUT:-420}" "${bench[@]}" "$@" >> "$log" 2>&1
     local code=$?
     echo "== $name: exit $code after $((SECONDS - started)) s" | tee -a "$log"
+    keep_case "$name"
+}
+
+keep_case() {  # each case's results and report go to OUT as soon as it ends, so a cut-short script keeps them
+    local name=$1 folder="$work/$1"
+    [ -f "$folder/results.json" ] || return 0
+    cp "$folder/results.json" "$out/$name.results.json"
+    for ops in "$folder"/runs/*/profile/top_ops.json; do
+        [ -f "$ops" ] && cp "$ops" "$out/$name.$(basename "$(dirname "$(dirname "$ops")")").top_ops.json"
+    done
+    { echo "## $name"; "${bench[@]}" report "$folder" --format markdown; } >> "$out/summary.md" 2>> "$log"
 }
 
 # 1. Plans: what each case needs, and whether it fits (exact parameter, gradient and optimizer bytes).
@@ -59,9 +70,9 @@ plan_case() {  # name, model, batch, strategies...
     local name=$1 model=$2 b=$3; shift 3
     local strategies=(); for s in "$@"; do strategies+=(-s "$s"); done
     "${bench[@]}" plan "${strategies[@]}" --model "$model" "${common[@]}" --batch-size "$b" --max-steps "$steps" \
-        --plan-format json > "$work/plan-$name.json" 2>> "$log"
+        --plan-format json > "$out/plan-$name.json" 2>> "$log"
     echo "== plan $name: exit $?" | tee -a "$log"
-    plans+=("$work/plan-$name.json")
+    plans+=("$out/plan-$name.json")
 }
 plan_case small "$small" "$batch" sft all-layers
 plan_case 1b "$lm" "$batch" sft all-layers
@@ -77,11 +88,11 @@ run_case 8b-lora run -s lora-sft -s lora --model "$big" "${common[@]}" --batch-s
 run_case 8b-full run -s sft --model "$big" "${common[@]}" --batch-size "$bigbatch" --max-steps "$steps" \
     --out "$work/8b-full"
 
-# 3. Everything into OUT: one summary, the plans, the results (no traces: they are large).
-python - "$out" "$work" "${plans[@]}" <<'EOF' 2>&1 | tee -a "$log"
-import json, sys, tarfile
+# 3. The plans in one file (each case's results, top operators and report are in OUT already).
+python - "$out" "${plans[@]}" <<'EOF' 2>&1 | tee -a "$log"
+import json, sys
 from pathlib import Path
-out, work, plans = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+out, plans = Path(sys.argv[1]), sys.argv[2:]
 merged = []
 for p in plans:
     try:
@@ -89,14 +100,6 @@ for p in plans:
     except (OSError, ValueError) as exc:
         merged.append({"file": p, "error": str(exc)})
 (out / "plans.json").write_text(json.dumps(merged, indent=1))
-with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
-    for f in sorted(work.glob("*/results.json")) + sorted(work.glob("*/runs/*/profile/top_ops.json")):
-        tar.add(f, arcname=str(f.relative_to(work)))
-print("kept", len(merged), "plans and", len(list(work.glob("*/results.json"))), "results files")
+print("kept", len(merged), "plans and", len(list(out.glob("*.results.json"))), "results files")
 EOF
-for folder in "$work"/*/; do
-    [ -f "$folder/results.json" ] || continue
-    echo "## $(basename "$folder")" >> "$out/summary.md"
-    "${bench[@]}" report "$folder" --format markdown >> "$out/summary.md" 2>> "$log"
-done
 echo "done in $SECONDS s" | tee -a "$log"

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.api import FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
-
-SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
-FULL = {"train_samples": 0, "epochs": 3}
+from bench.api import CLASSIFICATION_PRESETS, FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
 
 
 @dataclass(frozen=True)
@@ -21,7 +18,7 @@ class AllLayers:
     description = "fine-tune every layer of the encoder and the classification head"
     task = "classification"
     config_class = AllLayersConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = CLASSIFICATION_PRESETS
 
     def run(self, run: RunContext) -> StrategyOutput:
         return finetune(run, run.config, run.config.train_layers)

@@ -39,6 +39,8 @@ from bench.api import (
 )
 
 SMOKE = {"train_samples": 128, "eval_samples": 128, "max_length": 64}
+# ci: 60 measured embedding batches, and no feature cache (the current run must embed as the baseline did)
+CI = {"train_samples": 960, "eval_samples": 256, "max_length": 64, "eval_batch_size": 16, "feature_cache": False}
 FULL = {"train_samples": 0}
 POOLINGS = ("mean", "cls")
 
@@ -66,7 +68,7 @@ class FeatureExtraction:
     description = "frozen encoder in inference mode, pooled embeddings, logistic regression on top"
     task = "classification"
     config_class = FeatureExtractionConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = {"smoke": SMOKE, "ci": CI, "full": FULL}
 
     def run(self, run: RunContext) -> StrategyOutput:
         import numpy as np
@@ -121,6 +123,11 @@ class FeatureExtraction:
             params=params,
             trained_parameters=("logistic_regression.coef", "logistic_regression.intercept"),
             trained_modules=("logistic_regression",),
+            metric_samples={"test_accuracy": len(prep.test), "test_macro_f1": len(prep.test),
+                            "best_val_accuracy": len(prep.validation)},
+            correct={"test_accuracy": [int(p == y) for p, y in zip(pred, labels["test"])]},
+            data_sha256=str(prep.data.sha256 or ""),
+            model_sha256=fingerprint,
             extra={"pooling": cfg.pooling, "C": c_best, "features_cached": cached, "model": prep.source,
                    "model_sha256": fingerprint,
                    "data": data_summary(prep.data), "embedding_dim": int(feats["train"].shape[1])},

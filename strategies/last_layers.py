@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.api import FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
-
-SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
-FULL = {"train_samples": 0, "epochs": 3}
+from bench.api import CLASSIFICATION_PRESETS, FinetuneConfig, RunContext, StrategyOutput, finetune, hookimpl
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class LastLayers:
     description = "train the classification head plus the last N transformer blocks (default: head only)"
     task = "classification"
     config_class = LastLayersConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = CLASSIFICATION_PRESETS
 
     def run(self, run: RunContext) -> StrategyOutput:
         cfg = run.config

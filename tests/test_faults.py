@@ -78,6 +78,28 @@ def test_an_existing_results_file_is_never_emptied_and_resume_continues(tmp_path
     assert "the kept result of 'fault-a' was run with steps=4, this run has steps=2" in one_line(capsys)
 
 
+def test_resume_keeps_and_reruns_each_repeat_with_its_own_seed(tmp_path, capsys):
+    """--repeats N writes one row and run folder per repeat (seed + r): a resume keeps each passed repeat,
+    runs the failed or missing ones with their own seed, interleaved as a fresh run would."""
+    out = tmp_path / "out"
+    assert run(out, "-s", "fault-a", "-s", "fault-b", "-o", "fault-b.mode=raise", "--repeats", "2",
+               "--no-isolate") == 1
+    rows = read_results(out)["results"]
+    assert [(r["strategy"], r["repeat"], r["status"]) for r in rows] == [
+        ("fault-a", 0, "passed"), ("fault-b", 0, "failed"), ("fault-a", 1, "passed"), ("fault-b", 1, "failed")]
+    capsys.readouterr()
+    assert run(out, "--resume", str(out), "-s", "fault-a", "-s", "fault-b", "--repeats", "3", "--no-isolate") == 0
+    assert "to run: fault-b (repeat 1), fault-b (repeat 2), fault-a (repeat 3), fault-b (repeat 3)" in \
+        capsys.readouterr().err
+    rows = read_results(out)["results"]
+    assert [(r["strategy"], r["repeat"], r["provenance"]["seed"], r["status"]) for r in rows] == [
+        ("fault-a", 0, 0, "passed"), ("fault-a", 1, 1, "passed"), ("fault-b", 0, 0, "passed"),
+        ("fault-b", 1, 1, "passed"), ("fault-a", 2, 2, "passed"), ("fault-b", 2, 2, "passed")]
+    assert len({r["run_dir"] for r in rows}) == 6  # one folder per repeat, the failed ones' kept apart
+    assert run(out, "--resume", str(out), "-s", "fault-a", "--seed", "5", "--no-isolate") == 2
+    assert "the kept result of 'fault-a' was run with seed=0, this run has seed=5" in one_line(capsys)
+
+
 def test_an_unserialisable_extra_fails_its_row_and_keeps_its_metrics(tmp_path):
     """A strategy whose extra was not JSON-serialisable: "ProcessDied: exited with code 1", metrics lost."""
     out = tmp_path / "out"
@@ -299,7 +321,7 @@ def test_compare_refuses_to_pair_different_strategies(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     err = one_line(capsys)
-    assert "nothing to compare" in err and "'fault-a'" in err and "'fault-b'" in err
+    assert "no benchmark in common: the baseline has fault-a, the current fault-b" in err
 
 
 def test_compare_with_a_failed_baseline_is_missing_not_no_regression(tmp_path, capsys):
@@ -310,7 +332,8 @@ def test_compare_with_a_failed_baseline_is_missing_not_no_regression(tmp_path, c
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "no regression" not in out
-    assert "result: 1 missing: fault-a (failed in the baseline (ValueError: fault: the data was bad))" in out
+    assert "result: FAIL: 1 missing: fault-a" in out
+    assert "MISSING: fault-a: failed in the baseline: ValueError: fault: the data was bad" in out
     assert main(["compare", str(tmp_path / "b"), str(tmp_path / "a"), "--format", "json"]) == 1
     assert json.loads(capsys.readouterr().out)["missing"][0]["why"].startswith("failed in the current run")
 

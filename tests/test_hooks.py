@@ -135,6 +135,8 @@ def test_every_hook_in_one_in_process_run(observed, tmp_path, capsys):
     assert {e[0] for e in events(log)} == {os.getpid()}
     assert events(log)[0][2] == "PluginHost" and events(log)[1][2] == "x"
     data = read_results(out)
+    peak = data["machine"].pop("peak")  # the host's one peak for every row, after the hooks
+    assert peak["flops"] > 0 and peak["precision"] == "fp32"
     assert data["machine"] == {"observer": True, "node": "test-node"}  # tryfirst: first result wins
     assert [s["kind"] for s in data["results"][0]["steps"]][:3] == ["warmup", "profiled", "timed"]
     assert (out / "runs" / "toy-a-1" / "observer.txt").read_text() == "passed"

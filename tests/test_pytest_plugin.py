@@ -32,13 +32,12 @@ def test_one(finetune_bench):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """The runs happen in this process (pytester, --bench-no-isolate): one torch thread, as the timing
-    tests use, so a loaded 2-core machine slows them by a share instead of stalling two threads."""
+    """The runs happen in this process (pytester, --bench-no-isolate): one torch thread, so a loaded 2-core
+    machine slows them by a share instead of stalling two threads."""
     import torch
-    from tiny import TIMING_THREADS
 
     before = torch.get_num_threads()
-    torch.set_num_threads(TIMING_THREADS)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

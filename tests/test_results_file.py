@@ -54,6 +54,10 @@ def test_what_bench_run_writes_meets_the_schema(tmp_path):
     (("results", 0, "provenance", "seed"), "0", "results[0].provenance.seed: \"0\" is not an integer"),
     (("results", 0, "wall_s"), None, "results[0].wall_s: null is not a number"),
     (("machine",), [], "machine: [] is not an object"),
+    (("machine", "cpu", "flags"), "avx2", "machine.cpu.flags: \"avx2\" is not an array or null"),
+    (("machine", "peak", "flops"), "fast", "machine.peak.flops: \"fast\" is not a number"),
+    (("results", 0, "repeat"), 1.5, "results[0].repeat: 1.5 is not an integer"),
+    (("results", 0, "outcomes", "test_accuracy"), [1, 0], "results[0].outcomes.test_accuracy: [1, 0] is not a string"),
 ])
 def test_the_reader_names_the_first_problem_on_one_line(tmp_path, capsys, path, value, message):
     out = tmp_path / "out"
@@ -68,6 +72,22 @@ def test_the_reader_names_the_first_problem_on_one_line(tmp_path, capsys, path, 
     capsys.readouterr()
     assert main(["report", str(bad)]) == 2
     assert capsys.readouterr().err.strip() == f"bench: error: {bad}: not a valid results file: {message}"
+    assert main(["compare", str(out), str(bad)]) == 2  # bench compare reads through the same reader
+    assert capsys.readouterr().err.strip() == f"bench: error: {bad}: not a valid results file: {message}"
+
+
+def test_the_machine_schema_knows_what_the_host_writes():
+    """``machine`` is a plain dict; its hand-written schema names every key the host writes (so a reader
+    can rely on their types), the peak's included."""
+    import dataclasses
+
+    from bench.measure.machine import machine_info
+    from bench.measure.peak import Peak
+    from bench.results.schema import MACHINE_SCHEMA
+
+    props = MACHINE_SCHEMA["properties"]
+    assert set(machine_info()) <= set(props)
+    assert set(props["peak"]["properties"]) == {f.name for f in dataclasses.fields(Peak)}
 
 
 if __name__ == "__main__":

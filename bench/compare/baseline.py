@@ -91,7 +91,7 @@ def bench_terminal_summary(config: Any, results: Sequence[Any], write: Callable[
     from bench.compare.comparison import compare
     from bench.compare.metrics import thresholds_from
     from bench.compare.render import render_comparison
-    from bench.compare.sources import load_source, source_from_results
+    from bench.compare.sources import load_source
     from bench.compare.statistics import DEFAULT_ALPHA
     from bench.results.schema import RESULTS_FILENAME
 
@@ -101,7 +101,7 @@ def bench_terminal_summary(config: Any, results: Sequence[Any], write: Callable[
     target = config.getoption("compare_to")
     if target:
         baseline = load_source(_baseline_file(target, folder))
-        current = source_from_results(str(results_path), results)
+        current = load_source(results_path)
         alpha = config.getoption("compare_alpha") or DEFAULT_ALPHA
         cmp = compare(baseline, current, thresholds_from(config.getoption("fail_on") or ()), alpha)
         write("")

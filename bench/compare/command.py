@@ -35,7 +35,19 @@ def add_arguments(ap: Any) -> None:
                          "step_time=+2ms, METRIC=off (defaults: " + ", ".join(DEFAULT_THRESHOLDS).replace("%", "%%")
                          + "); metric names: --list-metrics")
     ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                    help=f"significance level of the Mann-Whitney U test on step samples (default {DEFAULT_ALPHA})")
+                    help=f"significance level of McNemar's and Welch's tests (default {DEFAULT_ALPHA}); time "
+                         f"verdicts use 95%% intervals")
+    ap.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
+    ap.add_argument("--allow-different", dest="allow_different", action="append", default=[],
+                    choices=("machine", "device", "precision", "data", "model"), metavar="WHAT",
+                    help="compare runs that differ in WHAT (machine, device, precision, data, model), which bench "
+                         "compare otherwise refuses; repeatable")
+    ap.add_argument("--time", dest="measure", choices=("wall", "cpu"), default="wall",
+                    help="what time the paired comparison uses: wall (step seconds; default) or cpu (the process's CPU "
+                         "seconds in each step, CPU runs)")
+    ap.add_argument("--no-load-normalise", dest="normalise", action="store_false",
+                    help="do not divide the machine's load (the speed index measured after each step) out of the "
+                         "paired step times")
     ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                     help="table (terminal), markdown (CI job summary, PR comment) or json")
     ap.add_argument("--output", metavar="FILE",
@@ -59,7 +71,8 @@ def cmd_compare(args: Any) -> int:
     thresholds = thresholds_from(args.fail_on)
     baseline = load_source(args.baseline, args.baseline_dir)
     current = load_source(args.current, args.baseline_dir)
-    cmp = compare(baseline, current, thresholds, args.alpha)
+    cmp = compare(baseline, current, thresholds, args.alpha, strict=args.strict,
+                  allow_different=args.allow_different, normalise=args.normalise, measure=args.measure)
     text = render_comparison(cmp, args.format)
     print(text, end="")
     if args.output:

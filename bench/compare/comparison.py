@@ -1,10 +1,29 @@
-"""Comparing two sources: every metric with its change, judged against its threshold."""
+"""Comparing two sources: every metric with its change and, where the data can tell, a verdict.
+
+Verdicts, honestly: ``regression`` / ``improvement`` only when the 95% interval of the change lies past
+the threshold, or the change is significant (the interval excludes no change) and its estimate is past
+the threshold; ``ok`` when the change is confidently inside the threshold (or exactly nothing);
+``inconclusive`` when the data cannot tell (too few steps, or an interval that straddles the
+threshold), with what would settle it; ``missing`` when one side failed or lacks the benchmark (the
+baseline or the current run: a benchmark compared on no side never passes). No verdict comes from a
+threshold alone. Exit 1 on a regression or a missing side; ``--strict`` makes
+inconclusive fail too.
+
+* time (``throughput``, ``tokens_per_s``, ``step_time``): :mod:`bench.compare.paired` (steps paired by
+  position, load-normalised by the speed index; else an unpaired test per token);
+* ``accuracy``: McNemar's exact test on the two runs' per-example outcomes (the same test examples);
+  with repeats on both sides and no outcomes, Welch's t on the per-run values;
+* ``work``: the counted step's FLOPs, aten operator calls and bytes allocated, compared exactly: any
+  increase is more work (a regression by default; ``--fail-on work=off``), whatever the machine's load;
+* ``peak_memory``: GPU allocated bytes compared directly (deterministic for the same work); CPU RSS
+  only with repeats on both sides (Welch), else a change past the threshold is inconclusive.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.compare.metrics import (
@@ -15,23 +34,20 @@ from bench.compare.metrics import (
     relative_change,
     thresholds_from,
 )
+from bench.compare.paired import TimeChange, paired, steps_needed, unpaired
 from bench.compare.sources import Entry, Source
-from bench.compare.statistics import DEFAULT_ALPHA, RUN_ALPHA, mann_whitney_p, run_level_p
+from bench.compare.statistics import DEFAULT_ALPHA
 from bench.core.errors import UsageError
 from bench.core.text import did_you_mean
+from bench.results.stats import mcnemar, welch_p
 
-VERDICT_REGRESSION = "REGRESSION"
+VERDICT_REGRESSION = "regression"
 VERDICT_IMPROVEMENT = "improvement"
-VERDICT_NOISE = "not significant"
 VERDICT_OK = "ok"
-VERDICT_FAILED = "FAILED"
-VERDICT_MISSING = "missing"  # a side failed or lacks the benchmark: nothing was compared, so nothing passed
-
-
-
-# -------------------------------------------------------------------------------------------------
-# Comparing.
-# -------------------------------------------------------------------------------------------------
+VERDICT_INCONCLUSIVE = "inconclusive"
+VERDICT_MISSING = "missing"
+IDENTITY = ("machine", "device", "precision", "data", "model")
+TIME_METRICS = ("throughput", "tokens_per_s", "step_time")
 
 
 @dataclass(frozen=True)
@@ -42,13 +58,27 @@ class MetricChange:
     spec: MetricSpec
     baseline: float | None
     current: float | None
-    change: float | None  # in the threshold's unit where there is one, else percent
+    change: float | None  # in the threshold's unit where there is one, else percent (points for fractions)
     change_unit: str
     threshold: Threshold | None
     p_value: float | None
-    verdict: str  # "" (no threshold), ok, REGRESSION, improvement, not significant
+    verdict: str  # "" (shown, not judged), ok, regression, improvement, inconclusive
     note: str = ""
-    p_runs: float | None = None  # run-level p of pooled repeats, where both sides have them
+    low: float | None = None  # the change's 95% interval, in change_unit
+    high: float | None = None
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class WorkChange:
+    """The counted step's work on both sides: what changed, operator by operator."""
+
+    entry: str
+    verdict: str  # "same work", "more work", "less work", "different work", "not comparable"
+    flops: tuple[float, float] = (0.0, 0.0)
+    allocated_bytes: tuple[int, int] = (0, 0)
+    ops: tuple[tuple[str, int, int], ...] = ()  # (operator, baseline calls, current calls) that changed
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,8 +88,11 @@ class Comparison:
     changes: tuple[MetricChange, ...]
     thresholds: Mapping[str, Threshold]
     alpha: float
-    missing: tuple[tuple[str, str], ...] = ()  # (entry, why): failed on a side, or on one side only
+    missing: tuple[tuple[str, str], ...] = ()  # (entry, why): failed or absent on one side
     notes: tuple[str, ...] = ()
+    work: tuple[WorkChange, ...] = ()
+    operators: Mapping[str, tuple[tuple[str, int, int, float, float], ...]] = field(default_factory=dict)
+    strict: bool = False
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -70,9 +103,17 @@ class Comparison:
         return [c for c in self.changes if c.verdict == VERDICT_IMPROVEMENT]
 
     @property
+    def inconclusive(self) -> list[MetricChange]:
+        return [c for c in self.changes if c.verdict == VERDICT_INCONCLUSIVE]
+
+    @property
+    def more_work(self) -> list[WorkChange]:
+        return [w for w in self.work if w.verdict in ("more work", "different work") and "work" in self.thresholds]
+
+    @property
     def ok(self) -> bool:
-        """No regression and nothing missing: a comparison that did not compare everything never passes."""
-        return not self.regressions and not self.missing
+        bad = self.regressions or self.missing or self.more_work
+        return not bad and not (self.strict and self.inconclusive)
 
     @property
     def exit_code(self) -> int:
@@ -82,61 +123,81 @@ class Comparison:
         parts = []
         if self.regressions:
             parts.append(f"{len(self.regressions)} regression{'s' if len(self.regressions) > 1 else ''}: "
-                         + "; ".join(f"{c.entry} {c.label} {_fmt_change(c)} (threshold {c.threshold.text})"
-                                     for c in self.regressions if c.threshold))
+                         + "; ".join(f"{c.entry} {c.label} {_fmt_change(c)}" for c in self.regressions))
+        if self.more_work:
+            parts.append("work changed: " + "; ".join(f"{w.entry} ({w.verdict})" for w in self.more_work))
         if self.missing:
-            parts.append(f"{len(self.missing)} missing: " + "; ".join(f"{e} ({why})" for e, why in self.missing))
-        if not parts:
+            parts.append(f"{len(self.missing)} missing: " + ", ".join(e for e, _ in self.missing))
+        if self.inconclusive:
+            parts.append(f"{len(self.inconclusive)} inconclusive"
+                         + (" (fails: --strict)" if self.strict else ""))
+        if not self.regressions and not self.missing and not self.more_work:
             n = len({c.entry for c in self.changes})
-            parts.append(f"no regression ({n} benchmark{'s' if n != 1 else ''} compared"
+            parts.insert(0, f"no regression ({n} benchmark{'s' if n != 1 else ''} compared"
                          + (f", {len(self.improvements)} improvement(s)" if self.improvements else "") + ")")
         return "; ".join(parts)
 
 
 def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshold] | None = None,
-            alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """Compare every entry present in both sources, metric by metric."""
+            alpha: float = DEFAULT_ALPHA, *, strict: bool = False, allow_different: Iterable[str] = (),
+            normalise: bool = True, measure: str = "wall") -> Comparison:
+    """Compare every benchmark of ``baseline`` with the same benchmark of ``current``."""
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha {alpha}: must be between 0 and 1 (e.g. {DEFAULT_ALPHA})")
     thresholds = dict(thresholds if thresholds is not None else thresholds_from())
     _check_threshold_metrics(thresholds, baseline, current)
+    allowed = set(allow_different)
+    unknown = allowed - set(IDENTITY)
+    if unknown:
+        raise UsageError(f"--allow-different {sorted(unknown)[0]}: not one of {', '.join(IDENTITY)}")
     base_by_key = {e.key: e for e in baseline.entries}
     cur_keys = {e.key for e in current.entries}
-    notes: list[str] = []
     pairs = [(base_by_key[e.key], e) for e in current.entries if e.key in base_by_key]
-    if not pairs and baseline.entries and current.entries:
-        raise UsageError(f"nothing to compare: {baseline.path} has {_names(baseline)} and {current.path} has "
-                         f"{_names(current)}; bench compare pairs runs of the same strategy (or test), never "
-                         "different ones")
+    if not pairs:
+        raise UsageError(
+            f"bench compare: no benchmark in common: the baseline has {', '.join(base_by_key) or 'none'}, the "
+            f"current {', '.join(cur_keys) or 'none'}; compare runs of the same strategies (or tests)")
+    _refuse_different(pairs, allowed)
+    notes: list[str] = []
     changes: list[MetricChange] = []
-    missing: list[tuple[str, str]] = []
+    work: list[WorkChange] = []
+    operators: dict[str, tuple[tuple[str, int, int, float, float], ...]] = {}
+    missing: list[tuple[str, str]] = [(k, "not in the current results") for k in base_by_key if k not in cur_keys]
     for b, c in pairs:
-        if not c.passed or not b.passed:
-            sides = [f"failed in the {side} ({e.error or 'no error recorded'})"
-                     for side, e in (("baseline", b), ("current run", c)) if not e.passed]
-            missing.append((c.key, " and ".join(sides)))
+        if not c.passed:
+            missing.append((c.key, f"failed in the current run: {c.error or 'no error recorded'}"))
             continue
-        changes.extend(_compare_entry(b, c, thresholds, alpha))
-        if b.runs > 1 or c.runs > 1:
-            notes.append(f"{c.key}: pooled {b.runs} baseline run(s) ({len(b.step_seconds)} timed steps) and "
-                         f"{c.runs} current run(s) ({len(c.step_seconds)} timed steps)")
+        if not b.passed:
+            missing.append((c.key, f"failed in the baseline: {b.error or 'no error recorded'}"))
+            continue
+        entry_changes = _compare_entry(b, c, thresholds, alpha, normalise, measure)
+        changes.extend(entry_changes)
+        if b.work is not None and c.work is not None:
+            work.append(work_change(c.key, b.work, c.work))
+        time_verdicts = {x.verdict for x in entry_changes if x.metric in TIME_METRICS and x.verdict}
+        if time_verdicts - {VERDICT_OK} and (b.top_ops or c.top_ops):
+            operators[c.key] = operator_deltas(b.top_ops, c.top_ops)
         diff = _settings_diff(b.settings, c.settings)
         if diff:
             notes.append(f"{c.key}: settings differ, so the runs may not measure the same work: {diff}")
-        if b.device_name and c.device_name and b.device_name != c.device_name:
-            notes.append(f"{c.key}: measured on different devices ({b.device_name} vs {c.device_name}); "
-                         f"timings are not comparable")
-    missing += [(e.key, "not in the current run") for e in baseline.entries if e.key not in cur_keys]
+        for kind in sorted(allowed):
+            vb, vc = b.identity.get(kind, ""), c.identity.get(kind, "")
+            if vb and vc and vb != vc:
+                notes.append(f"{c.key}: {kind} differs ({vb} vs {vc}), compared anyway (--allow-different {kind})")
+    # A benchmark only the current run has was not compared either: missing, so the comparison fails
+    # (a new strategy needs a baseline that holds it), never "no regression" over what was compared.
     missing += [(e.key, "not in the baseline") for e in current.entries if e.key not in base_by_key]
-    if not baseline.entries and not current.entries:
-        missing.append(("(everything)", "neither side holds a result"))
-    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), tuple(notes))
+    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), tuple(notes),
+                      tuple(work), operators, strict)
 
 
-def _names(source: Source) -> str:
-    keys = list(dict.fromkeys(e.key for e in source.entries))
-    shown = ", ".join(map(repr, keys[:5])) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    return shown
+def _refuse_different(pairs: Sequence[tuple[Entry, Entry]], allowed: set[str]) -> None:
+    for b, c in pairs:
+        for kind in IDENTITY:
+            vb, vc = b.identity.get(kind, ""), c.identity.get(kind, "")
+            if vb and vc and vb != vc and kind not in allowed:
+                raise UsageError(f"bench compare: {c.key}: the runs differ in {kind} ({vb} vs {vc}); their numbers "
+                                 f"are not comparable; pass --allow-different {kind} to compare anyway")
 
 
 def _check_threshold_metrics(thresholds: Mapping[str, Threshold], *sources: Source) -> None:
@@ -148,60 +209,174 @@ def _check_threshold_metrics(thresholds: Mapping[str, Threshold], *sources: Sour
                              f"(metrics here: {', '.join(sorted(present)) or 'none'})")
 
 
-def _compare_entry(b: Entry, c: Entry, thresholds: Mapping[str, Threshold], alpha: float) -> list[MetricChange]:
+# -------------------------------------------------------------------------------------------------
+# One benchmark.
+# -------------------------------------------------------------------------------------------------
+
+
+def _compare_entry(b: Entry, c: Entry, thresholds: Mapping[str, Threshold], alpha: float,
+                   normalise: bool, measure: str) -> list[MetricChange]:
     out = []
+    pairing = paired(b.steps, c.steps, normalise, measure)
+    if isinstance(pairing, str) and measure != "wall":  # e.g. no CPU times (a GPU run, an older file)
+        pairing = paired(b.steps, c.steps, normalise, "wall")
+    why_unpaired = ""
+    time: TimeChange | None
+    if isinstance(pairing, str):
+        why_unpaired = pairing
+        time = unpaired(b.steps, c.steps) if b.steps.seconds and c.steps.seconds else None
+    else:
+        time = pairing
     names = [m for m in KNOWN_METRICS if m in b.values or m in c.values]
-    names += [m for m in (*b.values, *c.values) if m not in names and m not in KNOWN_METRICS]
-    names = list(dict.fromkeys(names))
-    p_steps = mann_whitney_p(b.step_seconds, c.step_seconds, alpha)
-    p_runs = run_level_p(b.run_medians, c.run_medians)
-    for name in names:
+    names += [m for m in (*b.values, *c.values) if m not in names]
+    for name in dict.fromkeys(names):
         base, cur = b.values.get(name), c.values.get(name)
         spec = metric_spec(name, [base, cur])
         label = f"accuracy ({c.primary_metric or b.primary_metric})" if name == "accuracy" and (
             c.primary_metric or b.primary_metric) else name
         threshold = thresholds.get(name)
-        change_unit = threshold.unit if threshold else ("pt" if spec.unit == "fraction" else "%")
+        unit = threshold.unit if threshold else ("pt" if spec.unit == "fraction" else "%")
         change = None
         if base is not None and cur is not None:
             change = (threshold.change(base, cur) if threshold else
-                      (cur - base) * 100.0 if change_unit == "pt" else relative_change(base, cur))
-        p = p_steps if spec.steps else None
-        pr = p_runs if spec.steps else None
-        verdict, note = "", ""
+                      (cur - base) * 100.0 if unit == "pt" else relative_change(base, cur))
+        if name in TIME_METRICS:
+            out.append(_time_change(b, c, name, label, spec, base, cur, change, unit, threshold, time, why_unpaired))
+            continue
+        verdict, note, p = "", "", None
         if threshold is not None and base is not None and cur is not None:
-            verdict, note = _judge(threshold, base, cur, spec, p, pr, b, c, alpha)
+            if name == "accuracy":
+                verdict, note, p = _judge_accuracy(b, c, threshold, base, cur, alpha)
+            else:
+                verdict, note, p = _judge_values(b, c, name, threshold, base, cur, alpha)
         elif threshold is not None:
-            note = "missing on one side"
-        out.append(MetricChange(c.key, name, label, spec, base, cur, change, change_unit, threshold, p, verdict, note,
-                                pr))
+            verdict, note = VERDICT_INCONCLUSIVE, "measured on one side only"
+        out.append(MetricChange(c.key, name, label, spec, base, cur, change, unit, threshold, p, verdict, note))
     return out
 
 
-def _judge(t: Threshold, base: float, cur: float, spec: MetricSpec, p: float | None, p_runs: float | None,
-           b: Entry, c: Entry, alpha: float) -> tuple[str, str]:
-    worse, better = t.worse(base, cur), t.better(base, cur)
+def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, base: float | None, cur: float | None,
+                 change: float | None, unit: str, threshold: Threshold | None, time: TimeChange | None,
+                 why_unpaired: str) -> MetricChange:
+    """A step-time metric: its interval from the time change (a throughput is the time's inverse)."""
+    if time is None:
+        verdict = VERDICT_INCONCLUSIVE if threshold is not None else ""
+        return MetricChange(c.key, name, label, spec, base, cur, change, unit, threshold, None, verdict,
+                            "no timed step samples on one side")
+    inverse = spec.better == "higher"  # throughput and tokens/s fall as time rises
+    lo_t, hi_t = time.low, time.high
+    est, lo, hi = ((1 / (1 + time.estimate) - 1, 1 / (1 + hi_t) - 1, 1 / (1 + lo_t) - 1) if inverse else
+                   (time.estimate, lo_t, hi_t))
+    if not (math.isfinite(lo_t) and math.isfinite(hi_t)):  # no interval (too few steps): none after inverting
+        lo, hi = -math.inf, math.inf
+    note = time.note or (f"unpaired: {why_unpaired}" if why_unpaired else "")
+    verdict = ""
+    if threshold is not None and threshold.unit == "%":
+        verdict, extra = judge_interval(est, lo, hi, time, threshold)
+        note = "; ".join(x for x in (note, extra) if x)
+    elif threshold is not None:  # an absolute step-time threshold (e.g. +2ms): judge on the median steps
+        verdict = VERDICT_INCONCLUSIVE
+        note = "; ".join(x for x in (note, "absolute thresholds on time are not tested; use a % threshold") if x)
+    return MetricChange(c.key, name, label, spec, base, cur, 100.0 * est, "%", threshold, time.p, verdict, note,
+                        100.0 * lo if math.isfinite(lo) else None, 100.0 * hi if math.isfinite(hi) else None,
+                        f"{time.method}, n={time.n}")
+
+
+def judge_interval(est: float, lo: float, hi: float, time: TimeChange, threshold: Threshold) -> tuple[str, str]:
+    """The three verdicts from a relative change of a metric (``est`` and its interval ``lo``-``hi``) and
+    its threshold (``direction`` -1: a decrease is bad)."""
+    t = threshold.amount / 100.0
+    worse = (lambda x: x <= -t) if threshold.direction < 0 else (lambda x: x >= t)
+    better = (lambda x: x >= t) if threshold.direction < 0 else (lambda x: x <= -t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return VERDICT_INCONCLUSIVE, "needs at least 6 timed steps per side"
+    significant = lo > 0 or hi < 0
+    if (worse(hi) and worse(lo)) or (significant and worse(est)):
+        return VERDICT_REGRESSION, ""
+    if (better(hi) and better(lo)) or (significant and better(est)):
+        return VERDICT_IMPROVEMENT, ""
+    if -t < lo and hi < t:
+        return VERDICT_OK, "significant, but within the threshold" if significant else ""
+    need = steps_needed(time, t)
+    return VERDICT_INCONCLUSIVE, (f"the interval reaches past {threshold.text}: needs about {need} timed steps per "
+                                  f"side (has {time.n})" if need else "the interval straddles the threshold")
+
+
+def _judge_accuracy(b: Entry, c: Entry, threshold: Threshold, base: float, cur: float,
+                    alpha: float) -> tuple[str, str, float | None]:
+    worse, better = threshold.worse(base, cur), threshold.better(base, cur)
+    ob, oc = b.outcomes.get("accuracy"), c.outcomes.get("accuracy")
+    if ob and oc and len(ob) == len(oc):
+        test = mcnemar([int(x) for x in ob], [int(x) for x in oc])
+        how = f"McNemar p={test.p:.2g} ({test.a_only} vs {test.b_only} discordant examples)"
+        if test.p < alpha and (worse or better):
+            return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), how, test.p
+        if worse or better:
+            return VERDICT_INCONCLUSIVE, how + ": past the threshold, but not beyond noise", test.p
+        return VERDICT_OK, how if test.discordant else "the same outcome on every example", test.p
+    return _judge_values(b, c, "accuracy", threshold, base, cur, alpha)
+
+
+def _judge_values(b: Entry, c: Entry, name: str, threshold: Threshold, base: float, cur: float,
+                  alpha: float) -> tuple[str, str, float | None]:
+    """Metrics without per-step or per-example data: repeats on both sides (Welch), or deterministic ones."""
+    worse, better = threshold.worse(base, cur), threshold.better(base, cur)
     if not worse and not better:
-        return VERDICT_OK, ""
-    if spec.steps:
-        if p is None:
-            why = ("no raw step samples" if not b.step_seconds or not c.step_seconds else
-                   f"too few step samples ({len(b.step_seconds)} vs {len(c.step_seconds)}) for p < {alpha:g}")
-            return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), f"threshold only: {why}"
-        if p >= alpha:
-            return VERDICT_NOISE, f"p={p:.2g} >= {alpha:g}: within the noise of the step samples"
-        if p_runs is not None and p_runs >= RUN_ALPHA:
-            return VERDICT_NOISE, (f"the repeated runs ({len(b.run_medians)} vs {len(c.run_medians)}) differ among "
-                                   f"themselves about as much as between the sides (run-level p={p_runs:.2g} >= "
-                                   f"{RUN_ALPHA:g})")
-    return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), ""
+        return VERDICT_OK, "", None
+    if name in ("gpu_peak_allocated", "trainable_params", "total_params") or (
+            name == "peak_memory" and "gpu_peak_allocated" in c.values):
+        return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), "deterministic for the same work", None
+    vb, vc = b.run_values.get(name, ()), c.run_values.get(name, ())
+    p = welch_p(vb, vc)
+    if p is not None:
+        if p < alpha:
+            return (VERDICT_REGRESSION if worse else VERDICT_IMPROVEMENT), f"Welch p={p:.2g} over repeats", p
+        return VERDICT_INCONCLUSIVE, f"Welch p={p:.2g} over repeats: not beyond noise", p
+    return VERDICT_INCONCLUSIVE, "past the threshold on one run per side: repeat the runs (--repeats) to tell", None
+
+
+# -------------------------------------------------------------------------------------------------
+# Work and operators.
+# -------------------------------------------------------------------------------------------------
+
+
+def work_change(key: str, b: Mapping[str, Any], c: Mapping[str, Any]) -> WorkChange:
+    """Exact comparison of two counted steps; only steps of the same batch compare."""
+    if (b.get("samples"), b.get("padded_tokens")) != (c.get("samples"), c.get("padded_tokens")):
+        return WorkChange(key, "not comparable", note=(
+            f"the counted steps had different batches ({b.get('samples')} x {b.get('padded_tokens')} tokens vs "
+            f"{c.get('samples')} x {c.get('padded_tokens')})"))
+    ob, oc = dict(b.get("ops") or {}), dict(c.get("ops") or {})
+    ops = tuple((op, int(ob.get(op, 0)), int(oc.get(op, 0))) for op in sorted({*ob, *oc})
+                if ob.get(op, 0) != oc.get(op, 0))
+    flops = (float(b.get("flops") or 0.0), float(c.get("flops") or 0.0))
+    alloc = (int(b.get("allocated_bytes") or 0), int(c.get("allocated_bytes") or 0))
+    ups = [d for d in ((cur - base) for _, base, cur in ops)] + [flops[1] - flops[0], alloc[1] - alloc[0]]
+    more, less = any(d > 0 for d in ups), any(d < 0 for d in ups)
+    verdict = "different work" if more and less else "more work" if more else "less work" if less else "same work"
+    return WorkChange(key, verdict, flops, alloc, ops)
+
+
+def operator_deltas(b: Mapping[str, tuple[int, float]], c: Mapping[str, tuple[int, float]],
+                    top: int = 8) -> tuple[tuple[str, int, int, float, float], ...]:
+    """The profiled window's operators whose self time changed most: (op, calls before, after, us before,
+    after), largest change of self time first."""
+    rows = [(op, b.get(op, (0, 0.0))[0], c.get(op, (0, 0.0))[0], b.get(op, (0, 0.0))[1], c.get(op, (0, 0.0))[1])
+            for op in {*b, *c}]
+    rows.sort(key=lambda r: -abs(r[4] - r[3]))
+    return tuple(rows[:top])
 
 
 def _settings_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    ignore = {"out_dir"}
+    ignore = {"out_dir", "seed"}
     keys = [k for k in dict.fromkeys((*a, *b)) if k not in ignore and k in a and k in b and a[k] != b[k]]
     return ", ".join(f"{k} {a[k]!r} -> {b[k]!r}" for k in keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6
                                                                        else "")
+
+
+# -------------------------------------------------------------------------------------------------
+# Formatting shared with the renderer.
+# -------------------------------------------------------------------------------------------------
 
 
 def _fmt_value(v: float | None, spec: MetricSpec) -> str:
@@ -223,8 +398,9 @@ def _fmt_value(v: float | None, spec: MetricSpec) -> str:
 def _fmt_change(c: MetricChange) -> str:
     if c.change is None:
         return "-"
+    interval = f" [{c.low:+.1f}, {c.high:+.1f}]" if c.low is not None and c.high is not None else ""
     if c.change_unit == "%":
-        return "inf" if math.isinf(c.change) else f"{c.change:+.1f}%"
+        return ("inf" if math.isinf(c.change) else f"{c.change:+.1f}%") + interval
     if c.change_unit == "pt":
         return f"{c.change:+.2f} pt"
     text = _fmt_value(abs(c.change), c.spec)

@@ -50,6 +50,9 @@ class BenchConfig:
     weights: str = "pretrained"  # pretrained | random (shape-only runs: the model built from its config)
     seq_len: int = 0  # synthetic batches of --weights random: every example this long (0: the default data's lengths)
     plan_only: bool = False  # bench plan: strategies stop at their first step with a memory plan
+    repeats: int = 1  # --repeats N: each strategy N times, seeds seed..seed+N-1, interleaved
+    peak_flops: float | None = None  # the run's peak FLOP/s (bench.measure.peak), settled by the host once
+    peak_source: str = ""
     quiet: bool = False  # -q: no progress bars, status lines or notes (host and run processes)
     debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
     in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)

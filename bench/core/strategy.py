@@ -8,7 +8,7 @@ A strategy is any object with these attributes and a ``run`` method; no base cla
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -95,6 +95,12 @@ class StrategyOutput:
     ``exact_match_after``); ``primary_metric`` names the one tables and plots lead with.
     ``trained_parameters`` lists the parameter names that trained. ``extra`` is JSON-serialisable
     detail (label map, sample generations, chosen layers).
+
+    For honest intervals and paired tests: ``metric_samples`` says over how many examples a fraction
+    metric was computed (``{"test_accuracy": 1308}``: the report's Wilson interval); ``correct`` gives,
+    per metric, each example's 0/1 outcome in the evaluation set's fixed order (kept in the result as
+    ``outcomes``; McNemar's test compares two strategies, or two runs, on them). ``data_sha256`` and
+    ``model_sha256`` identify the data and the weights, so rows that differ in them are flagged.
     """
 
     metrics: Mapping[str, float]
@@ -103,3 +109,7 @@ class StrategyOutput:
     trained_parameters: tuple[str, ...] = ()
     trained_modules: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    metric_samples: Mapping[str, int] = field(default_factory=dict)
+    correct: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    data_sha256: str = ""
+    model_sha256: str = ""

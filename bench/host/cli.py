@@ -116,7 +116,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "list":
         return cmd_list(harness, args.plugins)
     if args.command == "report":
-        return cmd_report(harness, args.results, args.format, args.plot, args.output)
+        return cmd_report(harness, args.results, args.format, args.plot, args.output, args.raw)
     if args.command in ("run", "plan"):
         config = run_config(harness, args, rest, settings, quiet=pre.quiet)
         if args.command == "plan":
@@ -185,6 +185,7 @@ def _build_parser(harness: Harness | None) -> ArgumentParser:
     rep_p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
     rep_p.add_argument("--plot", metavar="FILE", help="draw accuracy against training time (PNG/SVG/PDF)")
     rep_p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    rep_p.add_argument("--raw", action="store_true", help="one row per run, where repeats would be summarised")
     assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
     assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
     assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
@@ -294,8 +295,9 @@ def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
     with harness.claimed(config, resume=resume), harness.configured(config):
         kept: list[Any] = []
         created: str | None = None
+        jobs: list[tuple[str, int]] | None = None
         if resume:
-            kept, names, created = _resume(config, resolved, out)
+            kept, jobs, created = _resume(config, resolved, out)
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
                  f"{config.seed}, preset {config.preset}, {'isolated processes' if config.isolate else 'in-process'}")
         out.line(f"results: {config.out_dir / 'results.json'}")
@@ -303,7 +305,7 @@ def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
             out.line(f"  {name}: {_short_config(cfg)}")
         try:
             session = harness.run(names, on_start=lambda n: out.line(f"running {n} ..."), kept=kept,
-                                  created_utc=created)
+                                  created_utc=created, say=out.line, jobs=jobs)
         except KeyboardInterrupt as exc:
             held = harness.session
             print(f"{PROG}: interrupted ({getattr(exc, 'signal_name', 'SIGINT')}); "
@@ -313,7 +315,8 @@ def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
             return int(getattr(exc, "exit_code", 130))
         results = session.results
         hook = harness.hook
-        sections = [s for group in hook.bench_report_sections(config=config, results=results) or [] for s in group]
+        sections = [s for group in hook.bench_report_sections(config=config, results=results, raw=False) or []
+                    for s in group]
         print()
         print(render(sections, "table", results))
         hook.bench_terminal_summary(config=config, results=results, write=print)
@@ -332,9 +335,11 @@ def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
     return 2 if usage else 1 if failed else 0
 
 
-def _resume(config: BenchConfig, resolved: list[tuple[str, Any]], out: _Printer) -> tuple[list[Any], list[str], str]:
-    """What ``--resume`` keeps and what it runs: every passed result of the folder stays; a planned strategy
-    whose passed result is there (with the same options) is not run again; failed or missing ones are."""
+def _resume(config: BenchConfig, resolved: list[tuple[str, Any]],
+            out: _Printer) -> tuple[list[Any], list[tuple[str, int]], str]:
+    """What ``--resume`` keeps and what it runs: every passed result of the folder stays; a planned run (a
+    strategy and, with ``--repeats``, a repeat) whose passed result is there (with the same options) is not
+    run again; failed or missing ones are."""
     from bench.host.session import resume_plan
     from bench.results.store import load_results
 
@@ -346,8 +351,13 @@ def _resume(config: BenchConfig, resolved: list[tuple[str, Any]], out: _Printer)
     dropped = [r.strategy for r in existing.results if not r.passed]
     out.line(f"resuming {config.out_dir}: keeping {len(kept)} result(s)"
              + (f", running again what failed ({', '.join(dropped)})" if dropped else "")
-             + (f"; to run: {', '.join(to_run)}" if to_run else "; every planned strategy has a result"))
+             + (f"; to run: {', '.join(_job_names(to_run, config.repeats))}" if to_run else
+                "; every planned strategy has a result"))
     return kept, to_run, existing.created_utc
+
+
+def _job_names(jobs: Sequence[tuple[str, int]], repeats: int) -> list[str]:
+    return [name if repeats == 1 else f"{name} (repeat {repeat + 1})" for name, repeat in jobs]
 
 
 def _resume_arguments(rest: list[str]) -> list[str]:
@@ -387,7 +397,7 @@ def _split_resume(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,
-               output: str | None) -> int:
+               output: str | None, raw: bool = False) -> int:
     import dataclasses
 
     from bench.results.plot import plot
@@ -400,7 +410,8 @@ def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str 
     labels = _labels(paths) if len(paths) > 1 else [""] * len(paths)
     for label, loaded in zip(labels, files):
         results.extend(dataclasses.replace(r, label=label) for r in loaded.results)
-    sections = [s for group in harness.hook.bench_report_sections(config=None, results=results) or [] for s in group]
+    sections = [s for group in harness.hook.bench_report_sections(config=None, results=results, raw=raw) or []
+                for s in group]
     text = render(sections, fmt, results)
     if output:
         Path(output).write_text(text, encoding="utf-8")

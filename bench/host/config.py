@@ -58,6 +58,14 @@ def bench_addoption(parser: OptionParser) -> None:
     parser.addoption("--seq-len", type=int, default=0, ge=0,
                      help="with --weights random: every synthetic example this many tokens (default: the "
                           "lengths of the default data)")
+    parser.addoption("--repeats", type=int, default=1, ge=1,
+                     help="run each selected strategy N times with seeds seed..seed+N-1, interleaved (A B C A B C); "
+                          "tables show the mean and 95% interval per strategy (bench report --raw: every run)")
+    parser.addoption("--speed-index", dest="speed_index", type=bool, default=True,
+                     help="time a small reference matmul after every timed step (outside it), so that bench "
+                          "compare can divide a change of the machine's load out of the step times (true|false)")
+    parser.addoption("--remeasure-peak", dest="remeasure_peak", action="store_true",
+                     help="probe the device's matmul peak again instead of reusing this machine's cached one")
     parser.addoption("--preset", type=str, default=DEFAULT_PRESET,
                      help="bundle of defaults: smoke (seconds), default, full (best accuracy)")
     parser.addoption("--no-isolate", dest="no_isolate", action="store_true",
@@ -230,6 +238,7 @@ def make_config(
         plugins=plugins,
         config_file=config_file,
         weights=str(options.get("weights") or "pretrained"),
+        repeats=int(options.get("repeats") or 1),
         seq_len=int(options.get("seq_len") or 0),
         quiet=quiet,
         debug=debug,

@@ -39,6 +39,7 @@ from bench.host.plugins import PluginHost
 from bench.host.registry import StrategyRegistry
 from bench.host.session import Session
 from bench.host.worker import INTERRUPTED, OUT_OF_MEMORY, TIMEOUT, error_info, execute, failed_result
+from bench.measure.peak import Peak, machine_peak, peak_data
 from bench.results.schema import RunResult
 from bench.results.store import result_from_data, write_json_atomic
 
@@ -158,6 +159,14 @@ class Harness:
             finally:
                 progress.configure(quiet=previous_quiet)
 
+    def peak(self) -> Peak:
+        """The device's peak FLOP/s for this run, settled once: every row's MFU is against it."""
+        from bench.data.assets import cache_dir
+
+        config = self.config
+        return machine_peak(config.device, config.precision, cache_dir(),
+                            remeasure=bool(config.getoption("remeasure_peak", False)))
+
     def machine_info(self) -> dict[str, Any]:
         machine: dict[str, Any] = self.hook.bench_generate_machine_info() or {}
         self.hook.bench_update_machine_info(config=self.config, machine_info=machine)
@@ -177,34 +186,54 @@ class Harness:
                 self._claimed_dir = None
 
     def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None,
-            kept: Sequence[RunResult] = (), created_utc: str | None = None) -> Session:
-        """Run each strategy in turn, each in its own run folder; the results file is saved after each.
-        ``kept``: results a resumed run keeps (they stay first in the file). A stop (Ctrl-C, SIGTERM,
-        SIGHUP) ends the running strategy, saves its row as interrupted with the phase it was in, and
-        re-raises (the session stays in ``self.session``)."""
+            kept: Sequence[RunResult] = (), created_utc: str | None = None,
+            say: Callable[[str], None] | None = None, jobs: Sequence[tuple[str, int]] | None = None) -> Session:
+        """Run each strategy in turn, ``--repeats`` times interleaved (A B C, A B C, ...; repeat ``r`` with
+        seed ``seed + r``), each run in its own run folder; the results file is saved after each.
+        ``kept``: results a resumed run keeps (they stay first in the file); ``jobs``: the (strategy,
+        repeat) runs still to do (a resume's; default: every repeat of every name). A stop (Ctrl-C,
+        SIGTERM, SIGHUP) ends the running strategy, saves its row as interrupted with the phase it was
+        in, and re-raises (the session stays in ``self.session``)."""
         config = self.config
         if self._claimed_dir is None or self._claimed_dir != config.out_dir:
             with self.claimed(config, resume=bool(kept)):
-                return self.run(names, on_start, kept, created_utc)
-        self.session = session = Session(config.out_dir, self.machine_info(),
+                return self.run(names, on_start, kept, created_utc, say, jobs)
+        machine = self.machine_info()
+        if config.peak_flops is None:
+            peak = self.peak()
+            config = dataclasses.replace(config, peak_flops=peak.flops, peak_source=peak.source)
+        else:
+            peak = Peak(config.peak_flops, config.peak_source, config.device, config.precision)
+        machine["peak"] = peak_data(peak)
+        if say is not None:
+            theory = (f"; theoretical {peak.theoretical_flops / 1e9:,.1f} GFLOP/s ({peak.theoretical_source})"
+                      if peak.theoretical_flops else "")
+            say(f"peak: {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}){theory}")
+        self.session = session = Session(config.out_dir, machine,
                                          lambda r: self.hook.bench_result_ready(config=config, result=r),
                                          kept=kept, created_utc=created_utc,
                                          invocation={"argv": list(config.argv)} if config.argv else {})
         session.save()
-        for name in names:
+        if jobs is None:  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
+            jobs = [(name, repeat) for repeat in range(config.repeats) for name in names]
+        for name, repeat in jobs:
+            run_config = dataclasses.replace(config, seed=config.seed + repeat)
             if on_start is not None:
-                on_start(name)
+                on_start(name if config.repeats == 1 else f"{name} (repeat {repeat + 1}/{config.repeats}, "
+                                                          f"seed {run_config.seed})")
             run_dir = runfolders.allocate(config.out_dir, name)
             started = time.perf_counter()
             try:
-                result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir)
+                result = run_isolated(run_config, name, run_dir) if config.isolate else \
+                    execute(self, name, run_dir, run_config)
             except KeyboardInterrupt as exc:
                 what = getattr(exc, "signal_name", "SIGINT")
                 what = "Ctrl-C (SIGINT)" if what == "SIGINT" else what
-                session.add(failed_result(config, name, f"stopped by {what}{_phase_of(run_dir)}", INTERRUPTED,
-                                          time.perf_counter() - started, run_dir=run_dir))
+                session.add(dataclasses.replace(
+                    failed_result(run_config, name, f"stopped by {what}{_phase_of(run_dir)}", INTERRUPTED,
+                                  time.perf_counter() - started, run_dir=run_dir), repeat=repeat))
                 raise
-            session.add(result)
+            session.add(dataclasses.replace(result, repeat=repeat))
         return session
 
 

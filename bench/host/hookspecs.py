@@ -170,7 +170,8 @@ def bench_result_ready(config: BenchConfig, result: RunResult) -> None:
 
 
 @hookspec
-def bench_report_sections(config: BenchConfig | None, results: Sequence[RunResult]) -> list[Section] | None:
+def bench_report_sections(config: BenchConfig | None, results: Sequence[RunResult],
+                          raw: bool) -> list[Section] | None:
     """Return report sections (titled tables) for these results.
 
     Runs in the host for ``bench run`` and ``bench report``. All results are collected; sections are
@@ -180,6 +181,8 @@ def bench_report_sections(config: BenchConfig | None, results: Sequence[RunResul
     :param config: the configuration, or None when re-rendering a results file.
     :param results: results in run order; with several files, labelled by ``result.label``. Each
         result's artifacts are in ``result.artifacts_dir()`` (its run folder), when it has one.
+    :param raw: ``bench report --raw``: one row per run even where repeats (``--repeats``) would be
+        summarised per strategy.
     """
 
 

@@ -49,35 +49,38 @@ RESUME_SETTINGS = ("model", "dataset", "device", "precision", "seed", "weights",
 
 
 def resume_plan(planned: Sequence[tuple[str, Any]], existing: Sequence[RunResult],
-                config: Any) -> tuple[list[RunResult], list[str]]:
-    """(the results a resumed run keeps, the strategies it still runs). Every passed result is kept; each
-    planned run of a strategy takes one passed result of it, in order, if there is one left (a repeated
-    ``-s x -s x`` needs two), else it runs. A kept result measured with other options than the plan's
-    stops the resume (one line naming the strategy and the option): results of two set-ups must not
-    end up in one file as if they were one."""
+                config: Any) -> tuple[list[RunResult], list[tuple[str, int]]]:
+    """(the results a resumed run keeps, the (strategy, repeat) runs it still does, in the order a fresh
+    run would do them: repeats interleaved). Every passed result is kept; each planned run of a strategy
+    and repeat (``--repeats``: repeat ``r`` has seed ``seed + r``) takes one passed result of that
+    strategy and repeat, in order, if there is one left (a repeated ``-s x -s x`` needs two), else it
+    runs. A kept result measured with other options than the plan's stops the resume (one line naming
+    the strategy and the option): results of two set-ups must not end up in one file as if they were one."""
     from bench.core.errors import UsageError
     from bench.core.plain import to_data
 
     kept = [r for r in existing if r.passed]
-    pool: dict[str, list[RunResult]] = {}
+    pool: dict[tuple[str, int], list[RunResult]] = {}
     for r in kept:
-        pool.setdefault(r.strategy, []).append(r)
-    settings = config.settings()
+        pool.setdefault((r.strategy, r.repeat), []).append(r)
     to_run = []
-    for name, cfg in planned:
-        if not pool.get(name):
-            to_run.append(name)
-            continue
-        result = pool[name].pop(0)
-        old_cfg, new_cfg = dict(result.provenance.config or {}), to_data(cfg)
-        changed = [(k, old_cfg.get(k), new_cfg.get(k)) for k in sorted(set(old_cfg) | set(new_cfg))
-                   if old_cfg.get(k) != new_cfg.get(k)]
-        old_settings = result.provenance.settings or {}
-        changed += [(k, old_settings.get(k), settings.get(k)) for k in RESUME_SETTINGS
-                    if k in old_settings and old_settings.get(k) != settings.get(k)]
-        if changed:
-            key, old, new = changed[0]
-            raise UsageError(f"--resume {config.out_dir}: the kept result of {name!r} was run with {key}={old!r}, this "
-                             f"run has {key}={new!r}; resume with the options the run was started with, or use "
-                             "another --out")
+    for repeat in range(max(1, int(getattr(config, "repeats", 1) or 1))):
+        settings = {**config.settings(), "seed": config.seed + repeat}
+        for name, cfg in planned:
+            if not pool.get((name, repeat)):
+                to_run.append((name, repeat))
+                continue
+            result = pool[(name, repeat)].pop(0)
+            old_cfg, new_cfg = dict(result.provenance.config or {}), to_data(cfg)
+            changed = [(k, old_cfg.get(k), new_cfg.get(k)) for k in sorted(set(old_cfg) | set(new_cfg))
+                       if old_cfg.get(k) != new_cfg.get(k)]
+            old_settings = result.provenance.settings or {}
+            changed += [(k, old_settings.get(k), settings.get(k)) for k in RESUME_SETTINGS
+                        if k in old_settings and old_settings.get(k) != settings.get(k)]
+            if changed:
+                key, old, new = changed[0]
+                which = f"{name!r}" + (f" (repeat {repeat + 1})" if repeat else "")
+                raise UsageError(f"--resume {config.out_dir}: the kept result of {which} was run with {key}={old!r}, "
+                                 f"this run has {key}={new!r}; resume with the options the run was started with, or "
+                                 "use another --out")
     return kept, to_run

@@ -29,9 +29,11 @@ from bench.core.strategy import StrategyOutput
 from bench.host import runfolders
 from bench.host.config import strategy_config
 from bench.measure.energy import counter_for
-from bench.measure.meter import Meter
+from bench.measure.machine import cpu_model_and_flags
+from bench.measure.meter import Meter, SpeedIndex
+from bench.measure.peak import Peak, judge_mfu
 from bench.measure.plan import MemoryPlan, PlanComplete, device_free_memory
-from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse
+from bench.results.schema import EnergyInfo, ErrorInfo, Provenance, RunResult, TechniqueUse, WorkMeasure
 
 if TYPE_CHECKING:
     from bench.host.harness import Harness
@@ -43,10 +45,11 @@ def bench_run_strategy(run: RunContext) -> StrategyOutput:
     return run.strategy.run(run)
 
 
-def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
-    """Run strategy ``name`` here, writing its artifacts under ``run_dir``, and return its result;
-    never raises for a strategy's failure (its exception becomes a failed result)."""
-    config = harness.config
+def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | None = None) -> RunResult:
+    """Run strategy ``name`` here with ``config`` (default: the harness's; a repeat's has its own seed),
+    writing its artifacts under ``run_dir``, and return its result; never raises for a strategy's
+    failure (its exception becomes a failed result)."""
+    config = config or harness.config
     started = time.perf_counter()
     _quiet_libraries()
     hook = harness.host.hook
@@ -69,6 +72,8 @@ def execute(harness: Harness, name: str, run_dir: Path) -> RunResult:
     meter = Meter(config.device, config.warmup_steps, energy=counter)
     meter.on_phase = functools.partial(_record_phase, run_dir)
     runfolders.write_status(run_dir, "setup before the first phase")
+    if config.getoption("speed_index", True) and not config.plan_only:
+        meter.speed_index = SpeedIndex(config.device)
     run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook)
     output: StrategyOutput | None = None
     error = setup_error
@@ -149,6 +154,7 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "wall_s": wall_s,
         "techniques": {k: TechniqueUse(on, detail) for k, (on, detail) in run.techniques.items()},
         "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
+        "work": _work(meter),
     }
     if error is not None or output is None:
         assert error is not None
@@ -165,7 +171,11 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         trained_parameters=tuple(output.trained_parameters),
         trained_modules=tuple(output.trained_modules),
         extra={k: v for k, v in output.extra.items() if _json_safe(v)},
-        **_mfu(meter, provenance),
+        metric_samples={k: int(v) for k, v in output.metric_samples.items()},
+        outcomes={k: "".join("1" if x else "0" for x in v) for k, v in output.correct.items()},
+        data_sha256=output.data_sha256,
+        model_sha256=output.model_sha256,
+        **_mfu(meter, run.bench),
         **common,
     )
 
@@ -194,6 +204,13 @@ def error_info(error: BaseException, run: RunContext | None = None) -> ErrorInfo
     if oom is not None:
         return ErrorInfo(OUT_OF_MEMORY, oom, text)
     return ErrorInfo(type(error).__name__, str(error), text, usage=isinstance(error, BenchError))
+
+
+def _work(meter: Meter) -> WorkMeasure | None:
+    counts = meter.work.get("train") or next(iter(meter.work.values()), None)
+    if counts is None:
+        return None
+    return WorkMeasure(counts.samples, counts.padded_tokens, counts.flops, counts.allocated_bytes, dict(counts.ops))
 
 
 class UnserialisableOutput(Exception):
@@ -285,22 +302,26 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:,.2f}"
 
 
-def _mfu(meter: Meter, provenance: Provenance) -> dict[str, Any]:
-    """MFU of the main phase: counted FLOPs per token x input tokens/s of timed steps / device peak."""
-    throughput = meter.throughput()
+def _mfu(meter: Meter, config: BenchConfig) -> dict[str, Any]:
+    """MFU of the main phase: counted FLOPs per token x input tokens/s of timed steps / the run's peak
+    (the host's, the same for every row); an MFU above 100% is not reported: the peak is then wrong."""
+    if config.peak_flops is None:
+        from bench.measure.peak import machine_peak
+
+        peak = machine_peak(config.device, config.precision, None)
+    else:
+        peak = Peak(config.peak_flops, config.peak_source, config.device, config.precision)
+    found: dict[str, Any] = {"peak_flops": peak.flops, "peak_flops_source": peak.source}  # every row: the run's
     phase = "train" if "train" in meter.flops_per_token else next(iter(meter.flops_per_token), None)
-    if phase is None or phase not in throughput:
-        return {}
+    if phase is None:
+        return {**found, "mfu_note": "no FLOPs counted"}
+    flops_per_token = meter.flops_per_token[phase]
     timed = [s for s in meter.steps if s.phase == phase and s.kind == "timed"]
     seconds = sum(s.seconds for s in timed)
     if seconds <= 0:
-        return {"flops_per_token": meter.flops_per_token[phase]}
-    from bench.measure.flops import peak_flops
-
-    peak, source = peak_flops(provenance.device, provenance.precision)
-    achieved = meter.flops_per_token[phase] * sum(s.input_tokens for s in timed) / seconds
-    return {"flops_per_token": meter.flops_per_token[phase], "mfu": achieved / peak, "peak_flops": peak,
-            "peak_flops_source": source}
+        return {**found, "flops_per_token": flops_per_token, "mfu_note": f"no timed {phase} steps"}
+    mfu, note = judge_mfu(flops_per_token * sum(s.input_tokens for s in timed) / seconds, peak)
+    return {**found, "flops_per_token": flops_per_token, "mfu": mfu, "mfu_note": note}
 
 
 def failed_result(config: BenchConfig, name: str, message: str, kind: str = "ProcessDied",
@@ -326,13 +347,7 @@ def _provenance(config: BenchConfig, entry: Any, cfg_data: dict[str, Any]) -> Pr
     if config.device == "cuda":
         device_name, device_count = torch.cuda.get_device_name(0), torch.cuda.device_count()
     else:
-        device_name, device_count = platform.processor() or platform.machine(), 1
-        try:
-            with open("/proc/cpuinfo") as fh:
-                device_name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
-                                   device_name)
-        except OSError:
-            pass
+        device_name, device_count = cpu_model_and_flags()[0], 1
     return Provenance(
         seed=config.seed,
         device=config.device,

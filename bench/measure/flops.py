@@ -5,14 +5,13 @@
   token; MFU = FLOPs per token x real tokens/s of the timed steps / peak. Padding costs compute but
   counts as no useful work, so it lowers MFU, as it should.
 * The peak comes from a table keyed by GPU name and dtype (vendor datasheet figures, dense, no
-  sparsity) or, on CPUs and unknown GPUs, from a short measured matmul probe. The result records
-  which (``peak_flops_source``). No constant is assumed for a device that is not in the table.
+  sparsity) or, on CPUs and unknown GPUs, from a measured matmul probe, settled once per run by the
+  host (:mod:`bench.measure.peak`). The result records which (``peak_flops_source``). No constant is
+  assumed for a device that is not in the table.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,45 +36,49 @@ def table_peak(device_name: str, precision: str) -> float | None:
     return None
 
 
-def probe_peak(device: str, precision: str, size: int = 2048, repeats: int = 5) -> float:
-    """Measured matmul FLOP/s: the best of ``repeats`` timed ``size``-square matmuls after a warm-up."""
+def attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_: Any, **__: Any) -> int:
+    """FLOPs of one fused attention forward: ``QK^T`` and ``PV`` over every query head.
+
+    Grouped-query attention (fewer key/value heads than query heads, as Llama and SmolLM2 use) does the
+    same products as full multi-head attention: each query head meets its group's key/value head.
+    torch's own formula before 2.12 asserted equal head counts and so failed every GQA model on CUDA.
+    """
+    b, heads, s_q, d_qk = query_shape
+    s_k, d_v = key_shape[2], value_shape[3]
+    return 2 * b * heads * s_q * s_k * d_qk + 2 * b * heads * s_q * s_k * d_v
+
+
+def attention_backward_flops(grad_out_shape: Any, query_shape: Any, key_shape: Any, value_shape: Any,
+                             *_: Any, **__: Any) -> int:
+    """FLOPs of one fused attention backward: the scores recomputed, then the gradients of P, V, Q and K."""
+    b, heads, s_q, d_qk = query_shape
+    s_k, d_v = key_shape[2], value_shape[3]
+    # five products of s_q x s_k size: QK^T recomputed, dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q
+    return 2 * b * heads * s_q * s_k * (3 * d_qk + 2 * d_v)
+
+
+def _attention_mapping() -> dict[Any, Any]:
     import torch
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(2):
-        a @ b
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
-
-
-@functools.cache
-def peak_flops(device: str, precision: str) -> tuple[float, str]:
-    """The device's peak FLOP/s for ``precision`` and where the figure came from (measured once per
-    process and device: later in-process runs reuse the probe)."""
-    if device == "cuda":
-        import torch
-
-        name = torch.cuda.get_device_name(0)
-        flops = table_peak(name, precision)
-        if flops is not None:
-            return flops, f"datasheet table: {name}, {precision} dense"
-        return probe_peak(device, precision, size=8192), f"measured: 8192x8192 {precision} matmul on {name}"
-    return probe_peak(device, precision), f"measured: 2048x2048 {precision} matmul probe on the CPU, best of 5"
+    aten = torch.ops.aten
+    forward = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+               "_scaled_dot_product_cudnn_attention")
+    mapping: dict[Any, Any] = {}
+    for name in forward:
+        for op, formula in ((name, attention_flops), (name + "_backward", attention_backward_flops)):
+            if hasattr(aten, op):
+                mapping[getattr(aten, op)] = formula
+    return mapping
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``fn`` under ``FlopCounterMode``; return its result and the FLOPs it performed."""
+    """Run ``fn`` under ``FlopCounterMode``; return its result and the FLOPs it performed.
+
+    The fused attention kernels are counted with :func:`attention_flops`, which knows grouped-query
+    attention on every torch version this project supports.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_attention_mapping()) as counter:
         result = fn()
     return result, float(counter.get_total_flops())

@@ -34,7 +34,8 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _cpu() -> dict[str, Any]:
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and its flags (``/proc/cpuinfo``; the platform's processor name elsewhere)."""
     model: str = platform.processor() or platform.machine()
     flags: set[str] = set()
     try:
@@ -48,6 +49,11 @@ def _cpu() -> dict[str, Any]:
                     flags = set(value.split())
     except OSError:
         pass
+    return model, flags
+
+
+def _cpu() -> dict[str, Any]:
+    model, flags = cpu_model_and_flags()
     return {
         "model": model,
         "logical_cores": os.cpu_count(),

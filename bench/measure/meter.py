@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bench.core.strategy import ParamCounts
 from bench.measure.energy import EnergyCounter
+from bench.measure.work import WorkCounts
 from bench.results.schema import ActivationMeasure, PhaseMeasure, StepSample, StepStats, Throughput
 
 
@@ -42,6 +43,34 @@ class Profiler(Protocol):
     def step(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class SpeedIndex:
+    """The machine's speed at a moment: a fixed reference workload (a small matmul on the run's device and
+    threads) timed right after each timed step, outside its timed region. Two runs that ran the same
+    steps on a machine whose load changed between them see their steps and their references slow
+    alike, so ``bench compare`` can divide the load out of the step times."""
+
+    def __init__(self, device: str, size: int = 192, repeats: int = 3) -> None:
+        import torch
+
+        self.device = device
+        self.repeats = repeats
+        self._a = torch.randn(size, size, device=device)
+        self._b = torch.randn(size, size, device=device)
+        self._sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.probe()  # warm up
+
+    def probe(self) -> float:
+        """Seconds of the fastest of ``repeats`` reference products."""
+        best = float("inf")
+        for _ in range(self.repeats):
+            self._sync()
+            start = time.perf_counter()
+            self._a @ self._b
+            self._sync()
+            best = min(best, time.perf_counter() - start)
+        return best
 
 
 class NullProfiler:
@@ -78,6 +107,8 @@ class Meter:
         self._expected: dict[str, int] = {}
         self.flops_per_token: dict[str, float] = {}
         self.activations: dict[str, ActivationMeasure] = {}
+        self.work: dict[str, WorkCounts] = {}
+        self.speed_index: SpeedIndex | None = None
         self._kind_now = ""
         self.rss_resettable = _reset_peak_rss()
         self.failed_phase: str | None = None  # the phase an exception left (an out-of-memory row names it)
@@ -164,14 +195,17 @@ class Meter:
         cuda = self._cuda()
         if cuda is not None:
             cuda.synchronize()
+        cpu_start = time.process_time()
         start = time.perf_counter()
         yield
         if cuda is not None:
             cuda.synchronize()
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
         self._kind_now = ""
+        reference = self.speed_index.probe() if self.speed_index is not None and kind == "timed" else None
         self.steps.append(StepSample(kind, seconds, int(samples), int(tokens), self._phase,
-                                     int(tokens if input_tokens is None else input_tokens)))
+                                     int(tokens if input_tokens is None else input_tokens), reference, cpu_seconds))
         if kind == "profiled":
             self.profiler.step()
             if index + 1 == self.warmup_steps + self.profiler.window_steps:
@@ -186,10 +220,15 @@ class Meter:
             return fn()
         from bench.measure.flops import count_flops
         from bench.measure.plan import saved_activation_bytes
+        from bench.measure.work import WorkCounts, counting_mode
 
-        (result, flops), saved = saved_activation_bytes(lambda: count_flops(fn))
+        counter = counting_mode()
+        with counter:
+            (result, flops), saved = saved_activation_bytes(lambda: count_flops(fn))
         phase = str(self._phase)
         self.flops_per_token[phase] = flops / padded_tokens
+        self.work[phase] = WorkCounts(int(samples), int(padded_tokens), float(flops), int(counter.allocated),
+                                      dict(sorted(counter.ops.items())))
         if saved > 0 and samples > 0:
             self.activations[phase] = ActivationMeasure(saved, samples, padded_tokens // samples)
         return result

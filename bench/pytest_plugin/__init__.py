@@ -305,7 +305,29 @@ def extra_info(result: Any, phase: str, tp: Any, timed: Sequence[Any], path: Pat
         "config": dict(prov.config or {}),
         "results_file": str(path),
     }
+    info.update(comparable_info(result, path))
     return _json_safe(info)
+
+
+def comparable_info(result: Any, path: Path) -> dict[str, Any]:
+    """What lets ``bench compare`` pair two pytest-benchmark files as it pairs results files: the timed
+    steps in data order with their work and speed index, the per-example outcomes, the counted step's work,
+    the profiled window's top operators, and the identity of machine, device, precision, data and model."""
+    from bench.compare.sources import entry_from_results, machine_identity
+    from bench.core.plain import to_data
+    from bench.results.store import load_results
+
+    machine = machine_identity(load_results(path).machine) if path.is_file() else ""
+    entry = entry_from_results([result], machine)
+    steps = entry.steps
+    return {
+        "steps": {"seconds": list(steps.seconds), "samples": list(steps.samples), "tokens": list(steps.tokens),
+                  "reference": list(steps.reference), "run": list(steps.run), "cpu": list(steps.cpu)},
+        "outcomes": dict(result.outcomes),
+        "work": to_data(result.work) if result.work is not None else None,
+        "identity": dict(entry.identity),
+        "top_ops": {op: [calls, us] for op, (calls, us) in entry.top_ops.items()},
+    }
 
 
 def _json_safe(value: Any) -> Any:

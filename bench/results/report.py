@@ -15,7 +15,9 @@ from typing import Any
 
 from bench.core.markers import hookimpl
 from bench.core.plain import to_data
+from bench.results import verdicts
 from bench.results.schema import RunResult
+from bench.results.stats import wilson_interval
 
 FORMATS = ("table", "markdown", "csv", "json")
 PHASE_ORDER = ("setup", "baseline", "extract", "train", "eval")
@@ -39,21 +41,59 @@ class Section:
 
 
 @hookimpl(tryfirst=True)
-def bench_report_sections(results: Sequence[RunResult]) -> list[Section]:
-    return standard_sections(results)
+def bench_report_sections(results: Sequence[RunResult], raw: bool) -> list[Section]:
+    return standard_sections(results, raw=raw)
 
 
-def standard_sections(results: Sequence[RunResult]) -> list[Section]:
+def standard_sections(results: Sequence[RunResult], raw: bool = False) -> list[Section]:
+    """The built-in tables. With repeats (``--repeats``), one row per strategy with means and intervals
+    (``raw``: one row per run instead); then the differences against the best strategy and the rows
+    that should not be compared."""
     if not results:
         return []
     labelled = len({r.label for r in results}) > 1
-    sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
-                _parameters(results, labelled), _phases(results, labelled), energy_section(results, labelled),
-                techniques_section(results, labelled)]
+    if verdicts.has_repeats(results) and not raw:
+        firsts = [r for r in results if r.repeat == 0 or not r.passed]
+        sections = [_summary(results, labelled), _parameters(firsts, labelled), _phases(firsts, labelled),
+                    techniques_section(firsts, labelled)]
+    else:
+        sections = [_metrics(results, labelled), _throughput(results, labelled), _memory(results, labelled),
+                    _parameters(results, labelled), _phases(results, labelled), energy_section(results, labelled),
+                    techniques_section(results, labelled)]
+    sections += [_differences(results, labelled), _comparability(results, labelled)]
     failures = _failures(results, labelled)
     if failures.rows:
         sections.append(failures)
     return [s for s in sections if s.rows]
+
+
+def _group_key(labelled: bool) -> Any:
+    return (lambda label, name: (label, name)) if labelled else (lambda label, name: (name,))
+
+
+def _summary(results: Sequence[RunResult], labelled: bool) -> Section:
+    return Section(
+        "Strategies over repeats", (*_key_headers(labelled), "n", "primary metric", "mean [95% interval]", "interval",
+                                    "samples/s [95%]", "train peak MiB [95%]", "MFU"),
+        tuple(verdicts.summary_rows(results, _group_key(labelled))),
+        "t-interval over the repeats (seeds seed..seed+n-1); a strategy run once: Wilson interval over its test "
+        "examples; samples/s over timed steps; every run's row: bench report --raw")
+
+
+def _differences(results: Sequence[RunResult], labelled: bool) -> Section:
+    return Section(
+        "Against the best strategy", (*_key_headers(labelled), "best", "metric", "difference", "accuracy verdict",
+                                      "samples/s vs best", "speed verdict"),
+        tuple(verdicts.difference_rows(results, _group_key(labelled))),
+        f"accuracy: McNemar's exact test on the same test examples (first runs); speed: Welch's t on per-repeat "
+        f"log samples/s, or Mann-Whitney on step seconds per sample for single runs; beyond noise at p < "
+        f"{verdicts.ALPHA}")
+
+
+def _comparability(results: Sequence[RunResult], labelled: bool) -> Section:
+    return Section("Rows that differ in what their numbers depend on", (*_key_headers(labelled), "differs in", "value"),
+                   tuple(verdicts.comparability_rows(results, _group_key(labelled))),
+                   "compare these rows with care: precision, device, MFU peak, data, model or speed techniques differ")
 
 
 def _key(r: RunResult, labelled: bool) -> tuple[Any, ...]:
@@ -67,12 +107,23 @@ def _key_headers(labelled: bool) -> tuple[str, ...]:
 def _metrics(results: Sequence[RunResult], labelled: bool) -> Section:
     names = [m for m in METRIC_ORDER if any(m in r.metrics for r in results)]
     names += sorted({m for r in results for m in r.metrics} - set(names))
+    note = "fractions over n examples with their Wilson 95% interval [low, high]"
     if any(r.random_weights for r in results):  # shape-only rows: say why their metric cells are empty
-        rows = tuple((*_key(r, labelled), r.status, *(_num(r.metrics.get(m), 4) for m in names),
+        rows = tuple((*_key(r, labelled), r.status, *(_metric_cell(r, m) for m in names),
                       NOT_MEASURED_RANDOM if r.random_weights else "") for r in results)
-        return Section("Task metrics", (*_key_headers(labelled), "status", *names, "note"), rows)
-    rows = tuple((*_key(r, labelled), r.status, *(_num(r.metrics.get(m), 4) for m in names)) for r in results)
-    return Section("Task metrics", (*_key_headers(labelled), "status", *names), rows)
+        return Section("Task metrics", (*_key_headers(labelled), "status", *names, "note"), rows, note)
+    rows = tuple((*_key(r, labelled), r.status, *(_metric_cell(r, m) for m in names)) for r in results)
+    return Section("Task metrics", (*_key_headers(labelled), "status", *names), rows,
+                   note if any(r.metric_samples for r in results) else "")
+
+
+def _metric_cell(r: RunResult, metric: str) -> str:
+    value = r.metrics.get(metric)
+    n = r.metric_samples.get(metric, 0)
+    if value is None or n <= 0 or not 0.0 <= value <= 1.0 or metric.endswith("macro_f1"):
+        return _num(value, 4)
+    ci = wilson_interval(value, n)
+    return f"{value:.4f} [{ci.low:.3f}, {ci.high:.3f}]"
 
 
 NOT_MEASURED_RANDOM = "accuracy not measured (random weights)"
@@ -88,7 +139,7 @@ def _throughput(results: Sequence[RunResult], labelled: bool) -> Section:
         rows.append((*_key(r, labelled), phase, _num(tp.samples_per_s, 1), _num(tp.real_tokens_per_s, 0),
                      _ms(tp.step.median_s if tp.step else None), _ms(tp.step.iqr_s if tp.step else None),
                      f"{tp.timed_steps}/{tp.warmup_steps}/{tp.profiled_steps}", _num(tp.phase_samples_per_s, 1),
-                     _pct(r.mfu)))
+                     "peak too low" if r.mfu is None and "too low" in r.mfu_note else _pct(r.mfu)))
     return Section(
         "Throughput", (*_key_headers(labelled), "phase", "samples/s", "real tokens/s", "step median ms",
                        "step IQR ms", "steps timed/warm-up/profiled", "phase samples/s", "MFU"),

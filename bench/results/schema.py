@@ -39,6 +39,8 @@ class StepSample:
     tokens: int
     phase: str = "train"
     input_tokens: int = 0  # non-padding tokens through the model (for MFU); SFT counts prompts here too
+    reference_s: float | None = None  # the speed index right after this (timed) step: see bench.measure.meter
+    cpu_s: float | None = None  # the process's CPU time in the step, all threads (time.process_time)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,19 @@ class PhaseMeasure:
     gpu_peak_allocated_bytes: int | None = None
     gpu_peak_reserved_bytes: int | None = None
     energy_j: float | None = None  # joules the device's counter advanced during the phase (None: not measured)
+
+
+@dataclass(frozen=True)
+class WorkMeasure:
+    """Deterministic work of one counted step (the first warm-up step of the main phase): its batch, FLOPs,
+    aten operator calls by name and bytes the operators allocated. Equal code on equal batches gives
+    equal counts on any machine load."""
+
+    samples: int
+    padded_tokens: int
+    flops: float
+    allocated_bytes: int
+    ops: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,15 +184,22 @@ class RunResult:
     mfu: float | None = None
     peak_flops: float | None = None
     peak_flops_source: str | None = None
+    mfu_note: str = ""  # why mfu is missing: e.g. it would exceed 100% (the peak is wrong)
     trained_parameters: tuple[str, ...] = ()
     trained_modules: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     error: ErrorInfo | None = None
     wall_s: float = 0.0
     label: str = ""
+    metric_samples: Mapping[str, int] = field(default_factory=dict)  # examples behind each fraction metric
+    outcomes: Mapping[str, str] = field(default_factory=dict)  # metric -> each example's outcome, "0110...", in order
+    data_sha256: str = ""  # the data's identity (rows that differ in it are flagged)
+    model_sha256: str = ""  # the weights' identity
+    repeat: int = 0  # which repeat of its strategy (--repeats; seed = the run's seed + repeat)
     run_dir: str = ""  # this run's folder, relative to the results file's folder (runs/<strategy>-<i>)
     techniques: Mapping[str, TechniqueUse] = field(default_factory=dict)  # speed techniques on / off
     activations: ActivationMeasure | None = None  # training activation bytes, measured in a warm-up step
+    work: WorkMeasure | None = None  # deterministic work of one counted step of the main phase
     energy: EnergyInfo | None = None
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
 
@@ -210,13 +232,34 @@ class RunResult:
         return None
 
 
+_TEXT = {"type": ["string", "null"]}
+_INT = {"type": ["integer", "null"]}
+_NUMBER = {"type": ["number", "null"]}
+# The machine a results file was measured on: a plain dict (``bench_generate_machine_info``, which
+# plugins may extend with keys of their own, and the host's peak: :func:`bench.measure.peak.peak_data`),
+# so its schema is written here: the keys readers use, with their types; any other key is allowed.
+MACHINE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "node": _TEXT, "system": _TEXT, "machine": _TEXT, "python": _TEXT, "memory_bytes": _INT,
+    "cpu": {"type": ["object", "null"], "properties": {
+        "model": _TEXT, "logical_cores": _INT, "usable_cores": _INT,
+        "flags": {"type": ["array", "null"], "items": {"type": "string"}}}},
+    "gpu": {"type": ["object", "null"], "properties": {
+        "name": _TEXT, "count": _INT, "memory_bytes": _INT, "capability": _TEXT, "cuda": _TEXT, "driver": _TEXT}},
+    "libraries": {"type": ["object", "null"], "additionalProperties": _TEXT},
+    "peak": {"type": ["object", "null"], "properties": {
+        "flops": {"type": "number"}, "source": {"type": "string"}, "device": _TEXT, "precision": _TEXT,
+        "theoretical_flops": _NUMBER, "theoretical_source": _TEXT, "fingerprint": _TEXT,
+        "probe": {"type": ["object", "null"]}}},
+}}
+
+
 @dataclass(frozen=True)
 class ResultsFile:
     """A results file: the machine it ran on and one result per strategy run."""
 
     schema_version: int = field(metadata={"const": SCHEMA_VERSION})
     created_utc: str
-    machine: Mapping[str, Any]
+    machine: Mapping[str, Any] = field(metadata={"schema": MACHINE_SCHEMA})
     results: tuple[RunResult, ...]
     # how the run was started (``argv``: the command line's arguments), so ``bench run --resume`` can continue it
     invocation: Mapping[str, Any] = field(default_factory=dict)
@@ -282,7 +325,7 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
             for f in dataclasses.fields(tp):
                 if f.metadata.get("transient"):
                     continue
-                prop = _schema_of(hints[f.name], defs)
+                prop = dict(f.metadata["schema"]) if "schema" in f.metadata else _schema_of(hints[f.name], defs)
                 if "enum" in f.metadata:
                     prop = {**prop, "enum": list(f.metadata["enum"])}
                 if "const" in f.metadata:

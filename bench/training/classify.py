@@ -80,6 +80,15 @@ class Prepared:
     pad_id: int
 
 
+# The presets every classification fine-tuning strategy shares (a plugin's too: ``presets =
+# CLASSIFICATION_PRESETS``). ci: one run per side of the three built-in classification strategies fits a
+# 5-minute CI job on a 2-core CPU, with about 55 timed steps each for the paired comparison.
+CLASSIFICATION_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64},
+    "ci": {"train_samples": 960, "eval_samples": 256, "epochs": 1, "batch_size": 16, "max_length": 64},
+    "full": {"train_samples": 0, "epochs": 3},
+}
+
 DATA_SEED = 0  # splits and subsets stay fixed across --seed, so seeds vary only training randomness
 
 
@@ -134,10 +143,30 @@ def classification_metrics(done: Finetuned) -> dict[str, float]:
     }
 
 
+def classification_evidence(run: RunContext, prep: Prepared, done: Finetuned) -> dict[str, Any]:
+    """The :class:`StrategyOutput` fields behind a classification row's intervals and paired tests: how
+    many examples each metric saw, each test example's outcome, the data's and the model's identity."""
+    if not done.test:
+        return {"model_sha256": model_fingerprint(prep.source, run.synthetic)}
+    return {
+        "metric_samples": {"test_accuracy": len(prep.test), "test_macro_f1": len(prep.test),
+                           "best_val_accuracy": len(prep.validation)},
+        "correct": {"test_accuracy": done.test_correct},
+        "data_sha256": str(getattr(prep.data, "sha256", "") or ""),
+        "model_sha256": model_fingerprint(prep.source, run.synthetic),
+    }
+
+
 def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
              hidden: list[Any] | None = None) -> dict[str, float]:
     """Accuracy, macro-F1 and mean cross-entropy over ``examples`` (inference mode, autocast).
     ``hidden``: the examples' cached prefix outputs, when ``model`` is a :func:`prefix_cache.suffix_model`."""
+    return evaluate_examples(run, model, examples, batch_size, pad_id, hidden)[0]
+
+
+def evaluate_examples(run: RunContext, model: Any, examples: list[Encoded], batch_size: int, pad_id: int,
+                      hidden: list[Any] | None = None) -> tuple[dict[str, float], list[int]]:
+    """:func:`evaluate`, and each example's outcome (1 correct, 0 wrong) in the order of ``examples``."""
     import torch
     from sklearn.metrics import f1_score
 
@@ -159,11 +188,14 @@ def evaluate(run: RunContext, model: Any, examples: list[Encoded], batch_size: i
             labels.append(batch.tensors["labels"])
     y_pred = torch.cat(preds).numpy()
     y_true = torch.cat(labels).numpy()
+    correct = [0] * len(examples)
+    for position, index in enumerate(i for batch_indices in order for i in batch_indices):
+        correct[index] = int(y_pred[position] == y_true[position])
     return {
         "accuracy": float((y_pred == y_true).mean()),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
         "loss": float(loss_sum) / max(1, len(examples)),
-    }
+    }, correct
 
 
 def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> StrategyOutput:
@@ -177,15 +209,17 @@ def finetune(run: RunContext, cfg: FinetuneConfig, train_layers: str) -> Strateg
         model.to(run.device)
     done = train_and_test(run, cfg, prep, model)
     outcome = done.outcome
+    evidence = classification_evidence(run, prep, done)
     return StrategyOutput(
         metrics=classification_metrics(done),
         params=param_counts(model, outcome.optimizer),
+        **evidence,
         trained_parameters=selection.parameters,
         trained_modules=selection.modules,
         extra={
             "train_layers": train_layers,
             "model": prep.source,
-            "model_sha256": model_fingerprint(prep.source, run.synthetic),
+            "model_sha256": evidence["model_sha256"],
             "data": data_summary(prep.data),
             "best_epoch": outcome.best_epoch,
             "optimizer_steps": outcome.steps,
@@ -203,6 +237,7 @@ class Finetuned:
     outcome: TrainOutcome
     test: dict[str, float]  # empty for a shape-only run (nothing evaluated)
     prefix_cache_bytes: int = 0
+    test_correct: tuple[int, ...] = ()  # each test example's outcome, in the test split's order
 
 
 def train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model: Any) -> Finetuned:
@@ -270,8 +305,8 @@ def _train_and_test(run: RunContext, cfg: TrainingConfig, prep: Prepared, model:
     if not prep.test:
         return Finetuned(outcome, {}, cache_bytes)
     with run.meter.phase("eval"):
-        test = evaluate(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
-    return Finetuned(outcome, test, cache_bytes)
+        test, correct = evaluate_examples(run, model, prep.test, cfg.eval_batch_size, prep.pad_id)
+    return Finetuned(outcome, test, cache_bytes, tuple(correct))
 
 
 def _planned_cache_bytes(model: Any, prep: Prepared, precision: str) -> int:

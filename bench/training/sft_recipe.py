@@ -199,10 +199,17 @@ def run_sft(run: RunContext, cfg: SftTrainingConfig, wrap: Callable[[Any], Adapt
     generations_file = run.out_dir / "generations.jsonl"
     sft.write_generations(generations_file, test, before, after)
     more_metrics, more_extra = adapted.finish()
+    from bench.models.loading import model_fingerprint
+
     return StrategyOutput(
         metrics={**metrics, **more_metrics},
         params=param_counts(model, outcome.optimizer),
         primary_metric="exact_match_after",
+        metric_samples={"exact_match_after": len(test), "exact_match_before": len(test)},
+        correct={"exact_match_after": [int(h) for h in scores_after.hits],
+                 "exact_match_before": [int(h) for h in scores_before.hits]},
+        data_sha256=_examples_sha256(data),
+        model_sha256=model_fingerprint(source),
         trained_parameters=adapted.trained_parameters,
         trained_modules=adapted.trained_modules,
         extra={
@@ -233,6 +240,19 @@ def _synthetic_examples(run: RunContext, cfg: SftOptions) -> tuple[str, list[Any
     data = synthetic.causal_lm(cfg.train_samples or 1200, vocab_size=vocab_size_of(source), pad_id=pad,
                                seq_len=seq_len, max_length=cfg.max_length, seed=cfg.data_seed)
     return source, list(data.train), pad, data
+
+
+def _examples_sha256(data: Any) -> str:
+    """The identity of an instruction set: sha256 over its examples, train then test, in order."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for split in (data.train, data.test):
+        for e in split:
+            h.update(json.dumps([e.instruction, e.input, e.output]).encode())
+        h.update(b"|")
+    return h.hexdigest()
 
 
 def _perplexity(loss: float) -> float:

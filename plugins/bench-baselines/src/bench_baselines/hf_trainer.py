@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.api import (
+    CLASSIFICATION_PRESETS,
     TRAIN_LAYERS_SYNTAX,
     RunContext,
     SftOptions,
@@ -24,8 +25,6 @@ from bench.api import (
     option,
 )
 
-SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
-FULL = {"train_samples": 0, "epochs": 3}
 SFT_SMOKE = {"train_samples": 24, "eval_samples": 12, "batch_size": 4, "max_steps": 6, "lr": 5e-5, "max_length": 128,
              "show_generations": 3}
 SFT_FULL = {"train_samples": 3000, "eval_samples": 300, "epochs": 1}
@@ -96,7 +95,7 @@ class HfTrainer:
     description = "baseline: transformers.Trainer (dynamic padding, group_by_length, bf16) on the same data"
     task = "classification"
     config_class = HfTrainerConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = CLASSIFICATION_PRESETS
 
     def run(self, run: RunContext) -> StrategyOutput:
         from bench.api import (

@@ -17,10 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.api import TRAIN_LAYERS_SYNTAX, Batch, RunContext, StrategyOutput, option
-
-SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
-FULL = {"train_samples": 0, "epochs": 3}
+from bench.api import CLASSIFICATION_PRESETS, TRAIN_LAYERS_SYNTAX, Batch, RunContext, StrategyOutput, option
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class SeedLoop:
     description = "baseline: the seed's loop (pad to the split's longest, Adam 5e-5, batch 12, no freezing of modes)"
     task = "classification"
     config_class = SeedLoopConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = CLASSIFICATION_PRESETS
 
     def run(self, run: RunContext) -> StrategyOutput:
         import torch

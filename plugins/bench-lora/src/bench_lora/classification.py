@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from bench.api import (
+    CLASSIFICATION_PRESETS,
     RunContext,
     StrategyOutput,
     attention_implementation,
+    classification_evidence,
     classification_metrics,
     data_summary,
     load_classifier,
@@ -24,16 +26,13 @@ from bench.api import (
 from bench_lora import adapters
 from bench_lora.options import LoraClassificationConfig
 
-SMOKE = {"train_samples": 320, "eval_samples": 128, "epochs": 1, "max_length": 64}
-FULL = {"train_samples": 0, "epochs": 3}
-
 
 class Lora:
     name = "lora"
     description = "LoRA adapters (peft) on the attention projections; the classification head trains in full"
     task = "classification"
     config_class = LoraClassificationConfig
-    presets = {"smoke": SMOKE, "full": FULL}
+    presets = CLASSIFICATION_PRESETS
     devices = ("cpu", "cuda")
 
     def run(self, run: RunContext) -> StrategyOutput:
@@ -55,6 +54,7 @@ class Lora:
         return StrategyOutput(
             metrics=metrics,
             params=param_counts(model, outcome.optimizer),
+            **classification_evidence(run, prep, done),
             trained_parameters=params,
             trained_modules=modules,
             extra={
