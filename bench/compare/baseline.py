@@ -45,9 +45,10 @@ def bench_addoption(parser: Any) -> None:
                      help=f"folder of saved baselines (default: ${ENV_BASELINE_DIR}, else .bench/baselines)")
     parser.addoption("--fail-on", dest="fail_on", action="append", type=str, default=None,
                      help="with --compare-to: regression threshold METRIC=THRESHOLD, repeatable (as bench "
-                          "compare: throughput=-10%, accuracy=-1pt, peak_memory=+5%, METRIC=off)")
+                          "compare: throughput=-5%, accuracy=-1pt, peak_memory=+10%, work=+0%, METRIC=off)")
     parser.addoption("--compare-alpha", dest="compare_alpha", type=float, default=None,
-                     help="with --compare-to: significance level of the step-time test (default 0.002)")
+                     help="with --compare-to: significance level of McNemar's and Welch's tests (default 0.05); "
+                          "time verdicts use 95% intervals")
     parser.addoption("--compare-markdown", dest="compare_markdown", type=str, default=None,
                      help="with --compare-to: also append the comparison as markdown to FILE (e.g. "
                           "$GITHUB_STEP_SUMMARY)")

@@ -28,10 +28,12 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent
 SLOWDOWN_PLUGINS = TESTS / "plugins_slow"
 CELLS = {"same": 0.0, "slow-5": 0.05, "slow-10": 0.10, "slow-25": 0.25}
-RUN_ARGS = ("-s", "all-layers", "-s", "last-layers", "--preset", "ci")
+STRATEGIES = ("all-layers", "last-layers")
+RUN_ARGS = ("--preset", "ci")
 
 
 def run_one(folder: Path, slowdown: float, extra: list[str]) -> None:
+    """One ``bench run`` of the CI preset into ``folder``; ``extra`` holds the strategies and more arguments."""
     env = dict(os.environ, BENCH_PROGRESS="0", BENCH_SLOWDOWN=str(slowdown))
     plugins = ["--plugins-dir", str(SLOWDOWN_PLUGINS)] if slowdown > 0 else []
     cmd = [sys.executable, "-m", "bench", "-q", *plugins, "run", *RUN_ARGS, "--out", str(folder), *extra]
@@ -99,7 +101,10 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="also count other thresholds and time measures")
     ap.add_argument("--fail-on", action="append", default=[], help="thresholds to evaluate (as bench compare)")
     ap.add_argument("--run-arg", action="append", default=[], help="more bench run arguments for every run")
+    ap.add_argument("--strategy", action="append", default=[],
+                    help=f"strategy to run, repeatable (default: {' and '.join(STRATEGIES)})")
     args = ap.parse_args()
+    strategies = [a for s in (args.strategy or STRATEGIES) for a in ("-s", s)]
 
     from bench.compare.metrics import DEFAULT_THRESHOLDS
 
@@ -108,12 +113,12 @@ def main() -> int:
         start = len(list(args.out.glob("round-*")))
         for i in range(start, start + args.pairs):
             t0 = time.perf_counter()
-            run_round(args.out / f"round-{i}", i, args.run_arg)
+            run_round(args.out / f"round-{i}", i, [*strategies, *args.run_arg])
             print(f"round {i}: {time.perf_counter() - t0:.0f} s (load average {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
     thresholds = [*DEFAULT_THRESHOLDS, *args.fail_on]
     report = evaluate(args.out, thresholds)
-    print(f"CPU: {os.cpu_count()} cores; runs: bench run {' '.join(RUN_ARGS)}")
+    print(f"CPU: {os.cpu_count()} cores; runs: bench run {' '.join([*RUN_ARGS, *strategies, *args.run_arg])}")
     print_table(report)
     reports = {"default": report}
     if args.sweep:
