@@ -186,6 +186,12 @@ def cases() -> list[Case]:
                                           "--no-isolate"], 0,
              prepare=[["run", *P, "-s", "fault-a", "-s", "fault-b", "-o", "fault-b.mode=raise", "--no-isolate",
                        "--out", "res"]], check=rows(("fault-a", "passed"), ("fault-b", "passed"), out="res")),
+        Case("--resume of a run with --repeats after failures", ["run", *P, "--resume", "res", "-s", "fault-a", "-s",
+                                                                 "fault-b", "--repeats", "2", "--no-isolate"], 0,
+             prepare=[["run", *P, "-s", "fault-a", "-s", "fault-b", "-o", "fault-b.mode=raise", "--repeats", "2",
+                       "--no-isolate", "--out", "res"]],
+             check=rows(("fault-a", "passed"), ("fault-a", "passed"), ("fault-b", "passed"), ("fault-b", "passed"),
+                        out="res")),
         # -- results files -------------------------------------------------------------------------------------
         Case("report: schema_version \"2.0\"", ["report", "r.json"], 2,
              {"r.json": json.dumps({"schema_version": "2.0", "results": []})}),

@@ -18,7 +18,7 @@ from bench.core.plain import to_data
 from bench.results.store import read_json, validate
 
 _NUMBER = {"type": "number"}
-_COUNT = {"type": "number", "minimum": 0}
+_COUNT = {"type": ["number", "null"], "minimum": 0}
 _INT = {"type": "integer"}
 _MAYBE_NUMBER = {"type": ["number", "null"]}
 # A counted step's work (RunResult.work, a test's extra_info.work), as bench compare reads it.
