@@ -4,10 +4,9 @@ Verdicts, honestly: ``regression`` / ``improvement`` only when the 95% interval 
 the threshold, or the change is significant (the interval excludes no change) and its estimate is past
 the threshold; ``ok`` when the change is confidently inside the threshold (or exactly nothing);
 ``inconclusive`` when the data cannot tell (too few steps, or an interval that straddles the
-threshold), with what would settle it; ``missing`` when one side failed or lacks the benchmark (the
-baseline or the current run: a benchmark compared on no side never passes). No verdict comes from a
-threshold alone. Exit 1 on a regression or a missing side; ``--strict`` makes
-inconclusive fail too.
+threshold), with what would settle it; ``missing`` when one side failed or lacks the benchmark
+(either side: what was not compared never passes). No verdict comes from a threshold alone. Exit 1
+on a regression or a missing side; ``--strict`` makes inconclusive fail too.
 
 * time (``throughput``, ``tokens_per_s``, ``step_time``): :mod:`bench.compare.paired` (steps paired by
   position, load-normalised by the speed index; else an unpaired test per token);
