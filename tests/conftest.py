@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import json
+import sys
+import sysconfig
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest import pytester as _pytester
+
+# pytester restores sys.modules after each test that uses it, dropping every module the test imported
+# first. Installed libraries must survive that: torch's C extension cannot be initialised twice in one
+# process ("SystemError: bad call flags"), nor can its operator libraries register twice (c10d_functional).
+# So the snapshot keeps whatever was imported from the standard library or site-packages; the modules
+# that tests write (plugins in temporary folders) and this project's own are still dropped.
+_LIBRARY_DIRS = tuple(sorted({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}))
+
+
+def _installed_library(name: str) -> bool:
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None) or ""
+    return path.startswith(_LIBRARY_DIRS)
+
+
+_snapshot_init = _pytester.SysModulesSnapshot.__init__
+
+
+def _keep_libraries(self: Any, preserve: Any = None) -> None:
+    _snapshot_init(self, preserve=lambda name: _installed_library(name) or bool(preserve and preserve(name)))
+
+
+_pytester.SysModulesSnapshot.__init__ = _keep_libraries  # type: ignore[method-assign]
 
 TOY_PLUGIN = '''
 import os
