@@ -23,7 +23,7 @@ from bench.core.progress import note
 from bench.core.strategy import ParamCounts, Strategy, StrategyOutput
 
 # -- data ---------------------------------------------------------------------------------------------
-from bench.data.assets import cache_dir
+from bench.data.assets import cache_dir, checksum_problem, save_with_checksum
 from bench.data.batching import Batch, Encoded, batches, length_grouped_order, random_order, sorted_order
 
 # -- the host side a plugin may touch: options, a strategy's resolved config ---------------------------
@@ -174,6 +174,7 @@ __all__ = [
     "cache_dir",
     "cast_frozen_linears",
     "check_causal_lm",
+    "checksum_problem",
     "classification_evidence",
     "classification_metrics",
     "data_summary",
@@ -209,6 +210,7 @@ __all__ = [
     "resolve_model",
     "response_window_lm",
     "run_sft",
+    "save_with_checksum",
     "select_layers",
     "sorted_order",
     "strategy_config",

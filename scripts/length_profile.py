@@ -56,7 +56,7 @@ def profile() -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="fail if the committed file differs")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))

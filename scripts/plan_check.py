@@ -38,7 +38,7 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")

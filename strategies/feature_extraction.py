@@ -2,11 +2,13 @@
 
 Embeddings (mean pooling by default, CLS as an option) are cached on disk keyed by model, data,
 pooling and max length, so a second run reuses them; the extract phase is then not re-measured
-(its throughput is reported only when it was measured).
+(its throughput is reported only when it was measured). Each cache file carries its sha256 and is
+verified on every use; one that does not match is embedded again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +24,17 @@ from bench.api import (
     batches,
     cache_dir,
     cast_frozen_linears,
+    checksum_problem,
     data_summary,
     hookimpl,
     load_encoder,
     model_fingerprint,
+    note,
     option,
     param_counts,
     prepare,
     progress_bar,
+    save_with_checksum,
     sorted_order,
 )
 
@@ -43,11 +48,12 @@ POOLINGS = ("mean", "cls")
 @dataclass(frozen=True)
 class FeatureExtractionConfig:
     pooling: str = option("mean", "mean | cls: how token states become one embedding")
-    max_length: int = option(128, "truncate inputs to this many tokens")
-    train_samples: int = option(3000, "training examples used (0: the whole training split)")
-    eval_samples: int = option(0, "validation and test examples used, each (0: whole splits)")
-    eval_batch_size: int = option(128, "batch size for embedding")
-    c_grid: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation")
+    max_length: int = option(128, "truncate inputs to this many tokens", ge=2)
+    train_samples: int = option(3000, "training examples used (0: the whole training split)", ge=0)
+    eval_samples: int = option(0, "validation and test examples used, each (0: whole splits)", ge=0)
+    eval_batch_size: int = option(128, "batch size for embedding", ge=1)
+    c_grid: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0), "inverse regularisation strengths tried on validation",
+                                          gt=0)
     feature_cache: bool = option(True, "reuse embeddings cached on disk from an earlier run")
     attn_implementation: str = option("auto", "auto | eager | sdpa")
     cast_frozen: bool = option(True, "under bf16 autocast, store the encoder's Linear weights in bf16 once (exact)")
@@ -87,15 +93,16 @@ class FeatureExtraction:
         with run.meter.phase("extract"):
             for split, examples in (("train", prep.train), ("validation", prep.validation), ("test", prep.test)):
                 path = _cache_path(fingerprint, examples, cfg, split)
-                if cfg.feature_cache and path.is_file():
-                    feats[split], cached[split] = np.load(path), True
-                    continue
+                if cfg.feature_cache:
+                    problem = checksum_problem(path)  # every use: a flipped byte once cost 9 points, silently
+                    if not problem:
+                        feats[split], cached[split] = np.load(path, allow_pickle=False), True
+                        continue
+                    if problem != "not cached":
+                        note(f"feature cache {path}: {problem}; embedding the {split} split again")
                 feats[split], cached[split] = embed(run, encoder, examples, cfg, prep.pad_id), False
                 if cfg.feature_cache:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp.npy")
-                    np.save(tmp, feats[split])
-                    tmp.replace(path)
+                    save_with_checksum(path, functools.partial(_save_array, array=feats[split]))
         labels = {s: np.array([e.label for e in ex]) for s, ex in
                   (("train", prep.train), ("validation", prep.validation), ("test", prep.test))}
         with run.meter.phase("train"):
@@ -175,6 +182,12 @@ def fit_classifier(x: Any, y: Any, xv: Any, yv: Any, grid: tuple[float, ...], se
             best = (acc, c, clf)
     assert best is not None
     return best[2], best[1], best[0]
+
+
+def _save_array(path: Path, array: Any) -> None:
+    import numpy as np
+
+    np.save(path, array)
 
 
 def _cache_path(fingerprint: str, examples: list[Encoded], cfg: FeatureExtractionConfig, split: str) -> Path:

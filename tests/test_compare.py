@@ -317,6 +317,18 @@ def test_different_strategies_are_refused_and_a_failed_side_is_missing(tmp_path,
     assert "MISSING: last-layers: not in the current results" in capsys.readouterr().out
 
 
+def test_an_entry_on_one_side_only_is_missing_either_way(tmp_path, capsys):
+    """A benchmark the baseline lacks was compared no more than one the current run lacks: both are
+    missing and fail the comparison (exit 1), never "no regression" over the rest."""
+    one = write(tmp_path / "one.json", make_result(steps(20)))
+    two = write(tmp_path / "two.json", make_result(steps(20)), make_result(steps(20), strategy="last-layers"))
+    cmp = compare(load_source(one), load_source(two))
+    assert cmp.missing == (("last-layers", "not in the baseline"),) and cmp.exit_code == 1
+    assert "1 missing: last-layers" in cmp.summary() and "no regression" not in cmp.summary()
+    assert main(["compare", str(one), str(two)]) == 1
+    assert "MISSING: last-layers: not in the baseline" in capsys.readouterr().out
+
+
 def test_repeats_pair_repeat_by_repeat():
     base = [dataclasses.replace(make_result(steps(20, seed=k)), repeat=k) for k in range(3)]
     cur = [dataclasses.replace(make_result(steps(20, seed=10 + k, factor=1.25)), repeat=k) for k in range(3)]
@@ -354,6 +366,11 @@ def test_cli_exit_codes_and_formats(tmp_path, capsys):
     (lambda p: p.write_text("{not json"), "not valid JSON"),
     (lambda p: p.write_text('{"hello": 1}'), "neither a finetune-bench results file"),
     (lambda p: p.mkdir(), "a folder without results.json"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff"), "not a text file"),
+    (lambda p: p.write_text('{"benchmarks": [{"stats": {"median": "fast"}}]}'), "not a pytest-benchmark JSON file"),
+    (lambda p: p.write_text('{"benchmarks": [{"stats": {}, "extra_info": {"steps": {"seconds": ["x"]}}}]}'),
+     "not a pytest-benchmark JSON file"),
+    (lambda p: p.write_text('{"schema_version": "2.0", "results": []}'), "schema_version"),
 ])
 def test_cli_input_errors_exit_2(tmp_path, capsys, setup, message):
     good = write(tmp_path / "good.json", make_result(steps(20)))

@@ -166,10 +166,12 @@ def test_plugin_option_from_the_config_file_and_configure_errors(observed, tmp_p
         plugins-dir = "{folder}"
         observer-tag = "from-file"
         """))
-    assert main(["run", "-s", "toy-a", "--no-isolate", "-p", "no:profiler", "--out", str(tmp_path / "o")]) == 0
+    assert main(["--trust-config-plugins", "run", "-s", "toy-a", "--no-isolate", "-p", "no:profiler", "--out",
+                 str(tmp_path / "o")]) == 0
     assert [e[2] for e in events(log) if e[1] == "configure"] == ["from-file"]
     capsys.readouterr()
-    assert main(["run", "-s", "toy-a", "--no-isolate", "--observer-tag", "bad", "--out", str(tmp_path / "o2")]) == 2
+    assert main(["--trust-config-plugins", "run", "-s", "toy-a", "--no-isolate", "--observer-tag", "bad", "--out",
+                 str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "bench: error: --observer-tag bad: not allowed; use any other tag"
 

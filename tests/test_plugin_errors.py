@@ -137,7 +137,8 @@ def test_duplicate_name_fix_works(tmp_path, capsys):
     ],
     ids=["config-file-common", "config-file-per-strategy", "cli-common", "cli-per-strategy"],
 )
-def test_option_type_mismatch_names_option_strategy_and_type(tmp_path, capsys, config, args):
+def test_option_type_mismatch_names_option_strategy_and_type(tmp_path, capsys, monkeypatch, config, args):
+    monkeypatch.setenv("BENCH_TRUST_CONFIG_PLUGINS", "1")
     folder = tmp_path / "pd"
     write_toy(folder, "toy_a", "toy-a")
     Path("bench.toml").write_text(f'plugins-dir = "{folder}"\n' + config)

@@ -123,18 +123,19 @@ def test_config_file_then_command_line(toy_dir, tmp_path):
         accuracy = 0.75
         """))
     out = tmp_path / "out"
-    assert main(["run", "--out", str(out), "-p", "no:profiler"]) == 0
+    assert main(["--trust-config-plugins", "run", "--out", str(out), "-p", "no:profiler"]) == 0
     rows = read_results(out)["results"]
     assert [r["provenance"]["config"]["steps"] for r in rows] == [3, 3]
     assert rows[1]["metrics"]["test_accuracy"] == 0.75
     out2 = tmp_path / "out2"
-    assert main(["run", "--out", str(out2), "--steps", "5", "-s", "toy-a", "-p", "no:profiler"]) == 0
+    assert main(["run", "--out", str(out2), "--steps", "5", "-s", "toy-a", "-p", "no:profiler",
+                 "--trust-config-plugins"]) == 0
     assert read_results(out2)["results"][0]["provenance"]["config"]["steps"] == 5
 
 
 def test_pyproject_tool_bench_and_unknown_key(toy_dir, tmp_path, capsys):
     Path("pyproject.toml").write_text(f'[tool.bench]\nplugins_dir = "{toy_dir}"\nno_isolate = true\nstepps = 3\n')
-    assert main(["run", "-s", "toy-a", "--out", str(tmp_path / "o")]) == 2
+    assert main(["run", "-s", "toy-a", "--out", str(tmp_path / "o"), "--trust-config-plugins"]) == 2
     assert "unknown key 'stepps'; did you mean 'steps'?" in capsys.readouterr().err
 
 

@@ -4,9 +4,9 @@ Verdicts, honestly: ``regression`` / ``improvement`` only when the 95% interval 
 the threshold, or the change is significant (the interval excludes no change) and its estimate is past
 the threshold; ``ok`` when the change is confidently inside the threshold (or exactly nothing);
 ``inconclusive`` when the data cannot tell (too few steps, or an interval that straddles the
-threshold), with what would settle it; ``missing`` when one side failed or lacks the benchmark. No
-verdict comes from a threshold alone. Exit 1 on a regression or a missing side; ``--strict`` makes
-inconclusive fail too.
+threshold), with what would settle it; ``missing`` when one side failed or lacks the benchmark
+(either side: what was not compared never passes). No verdict comes from a threshold alone. Exit 1
+on a regression or a missing side; ``--strict`` makes inconclusive fail too.
 
 * time (``throughput``, ``tokens_per_s``, ``step_time``): :mod:`bench.compare.paired` (steps paired by
   position, load-normalised by the speed index; else an unpaired test per token);
@@ -88,7 +88,6 @@ class Comparison:
     thresholds: Mapping[str, Threshold]
     alpha: float
     missing: tuple[tuple[str, str], ...] = ()  # (entry, why): failed or absent on one side
-    only_current: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     work: tuple[WorkChange, ...] = ()
     operators: Mapping[str, tuple[tuple[str, int, int, float, float], ...]] = field(default_factory=dict)
@@ -184,8 +183,10 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
             vb, vc = b.identity.get(kind, ""), c.identity.get(kind, "")
             if vb and vc and vb != vc:
                 notes.append(f"{c.key}: {kind} differs ({vb} vs {vc}), compared anyway (--allow-different {kind})")
-    only_cur = tuple(e.key for e in current.entries if e.key not in base_by_key)
-    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), only_cur, tuple(notes),
+    # A benchmark only the current run has was not compared either: missing, so the comparison fails
+    # (a new strategy needs a baseline that holds it), never "no regression" over what was compared.
+    missing += [(e.key, "not in the baseline") for e in current.entries if e.key not in base_by_key]
+    return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), tuple(notes),
                       tuple(work), operators, strict)
 
 

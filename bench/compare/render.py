@@ -78,8 +78,6 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
     extra: list[str] = []
     for entry, why in cmp.missing:
         extra.append(f"MISSING: {entry}: {why}")
-    if cmp.only_current:
-        extra.append(f"only in the current run (not compared): {', '.join(cmp.only_current)}")
     extra.extend(cmp.notes)
     extra.extend(f"{c.entry} {c.label}: {c.note}" for c in cmp.changes if c.note and c.verdict)
     extra.extend(f"{c.entry} {c.label}: {c.method}" for c in cmp.changes if c.method and c.metric == "throughput")
@@ -116,7 +114,6 @@ def comparison_data(cmp: Comparison) -> dict[str, Any]:
         "operators": {k: [{"op": op, "calls": [cb, cc], "self_us": [tb, tc]} for op, cb, cc, tb, tc in v]
                       for k, v in cmp.operators.items()},
         "missing": [{"benchmark": e, "why": why} for e, why in cmp.missing],
-        "only_current": list(cmp.only_current),
         "notes": list(cmp.notes),
     }
 

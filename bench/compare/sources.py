@@ -15,6 +15,59 @@ from bench.compare.metrics import memory_metrics, metric_spec
 from bench.compare.paired import Steps
 from bench.core.errors import UsageError
 from bench.core.plain import to_data
+from bench.results.store import read_json, validate
+
+_NUMBER = {"type": "number"}
+_COUNT = {"type": ["number", "null"], "minimum": 0}
+_INT = {"type": "integer"}
+_MAYBE_NUMBER = {"type": ["number", "null"]}
+# A counted step's work (RunResult.work, a test's extra_info.work), as bench compare reads it.
+WORK_SCHEMA: dict[str, Any] = {"type": ["object", "null"], "properties": {
+    "samples": _COUNT, "padded_tokens": _COUNT, "flops": {"type": ["number", "null"]},
+    "allocated_bytes": {"type": ["number", "null"]}, "ops": {"type": ["object", "null"], "additionalProperties": _INT},
+}}
+# The parts of a pytest-benchmark JSON file that bench compare reads, and their types (anything else is ignored).
+PYTEST_BENCHMARK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["benchmarks"],
+    "properties": {
+        "benchmarks": {"type": "array", "items": {
+            "type": "object",
+            "required": ["stats"],
+            "properties": {
+                "name": {"type": "string"},
+                "fullname": {"type": "string"},
+                "stats": {"type": "object", "properties": {
+                    "median": _NUMBER,
+                    "data": {"type": "array", "items": _NUMBER},
+                }},
+                "extra_info": {"type": ["object", "null"], "properties": {
+                    "primary_metric": {"type": ["string", "null"]},
+                    "metrics": {"type": ["object", "null"], "additionalProperties": {"type": ["number", "null"]}},
+                    "config": {"type": ["object", "null"]},
+                    "device_name": {"type": ["string", "null"]},
+                    "steps": {"type": "object", "properties": {
+                        "seconds": {"type": "array", "items": _NUMBER},
+                        "samples": {"type": "array", "items": _INT},
+                        "tokens": {"type": "array", "items": _INT},
+                        "reference": {"type": "array", "items": _MAYBE_NUMBER},
+                        "run": {"type": "array", "items": _INT},
+                        "cpu": {"type": "array", "items": _MAYBE_NUMBER},
+                    }},
+                    "outcomes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                    "identity": {"type": ["object", "null"]},
+                    "work": WORK_SCHEMA,
+                    "top_ops": {"type": ["object", "null"], "additionalProperties": {
+                        "type": "array", "minItems": 2, "items": _NUMBER}},
+                    **{key: _COUNT for key in ("peak_memory_bytes", "cpu_peak_rss_bytes", "gpu_peak_allocated_bytes",
+                                               "gpu_peak_reserved_bytes", "params_trainable", "params_total")},
+                }},
+            },
+        }},
+        "commit_info": {"type": ["object", "null"], "properties": {"id": {"type": ["string", "null"]}}},
+        "datetime": {"type": ["string", "null"]},
+    },
+}
 
 # -------------------------------------------------------------------------------------------------
 # Loading: results files, run folders, baselines, pytest-benchmark JSON.
@@ -72,14 +125,9 @@ def load_source(spec: str | Path, baseline_dir: str | Path | None = None) -> Sou
             raise UsageError(f"{path}: a folder without {RESULTS_FILENAME}; give a run folder, a results.json "
                              f"or a pytest-benchmark JSON file")
         path = path / RESULTS_FILENAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); give a finetune-bench "
-                         f"results file or a pytest-benchmark JSON file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
-    if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+    data = read_json(path, "a finetune-bench results file, a run folder or a pytest-benchmark JSON file")
+    if isinstance(data, dict) and "benchmarks" in data and "schema_version" not in data:
+        validate(data, PYTEST_BENCHMARK_SCHEMA, f"{path}: not a pytest-benchmark JSON file bench compare can read")
         return _pytest_benchmark_source(path, data)
     if isinstance(data, dict) and "schema_version" in data:
         from bench.results.store import load_results
@@ -211,8 +259,6 @@ def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
     ``--benchmark-save-data``) for the unpaired test."""
     entries = []
     for i, b in enumerate(data["benchmarks"]):
-        if not isinstance(b, Mapping) or not isinstance(b.get("stats"), Mapping):
-            raise UsageError(f"{path}: benchmark #{i + 1} has no stats; is it a pytest-benchmark JSON file?")
         stats = b["stats"]
         extra = b.get("extra_info") or {}
         if not isinstance(extra, Mapping):
@@ -239,13 +285,13 @@ def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
             values["step_time"] = float(median)
             if "throughput" not in values and median > 0:
                 values["throughput"] = 1.0 / median  # rounds/s: a test of another tool
-        metrics = extra.get("metrics") or {}
+        metrics = {k: float(v) for k, v in (extra.get("metrics") or {}).items() if isinstance(v, (int, float))}
         primary = _accuracy_metric(str(extra.get("primary_metric") or ""), metrics) if metrics else None
         if primary is not None:
-            values["accuracy"] = float(metrics[primary])
+            values["accuracy"] = metrics[primary]
         for name, value in metrics.items():
-            if name != primary and isinstance(value, (int, float)) and math.isfinite(value):
-                values[name] = float(value)
+            if name != primary:
+                values[name] = value
         for src, dst in (("peak_memory_bytes", "peak_memory"), ("cpu_peak_rss_bytes", "cpu_peak_rss"),
                          ("gpu_peak_allocated_bytes", "gpu_peak_allocated"),
                          ("gpu_peak_reserved_bytes", "gpu_peak_reserved"), ("params_trainable", "trainable_params"),

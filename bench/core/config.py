@@ -86,6 +86,7 @@ class BenchConfig:
     debug: bool = False  # --debug: tracebacks for plugin import errors and failed rows
     in_run_process: bool = False  # True in the process that runs one strategy (set by the worker)
     launch: LaunchSettings = field(default_factory=LaunchSettings)  # torch.distributed: --nproc-per-node, torchrun
+    argv: tuple[str, ...] = ()  # the `bench run` arguments as typed (global options left out), for --resume
 
     @property
     def random_weights(self) -> bool:

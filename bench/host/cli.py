@@ -1,7 +1,8 @@
 """The ``bench`` command line: run, list, report, assets, compare.
 
-Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression (``compare``,
-``run --compare-to``); 2 usage or input error (one line naming the culprit); 130 interrupted.
+Exit codes: 0 all good; 1 some strategy failed (``run``) or a regression or a side missing (``compare``,
+``run --compare-to``); 2 usage or input error (one line naming the culprit); 3 an internal error (a bug;
+``--debug`` shows the traceback); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 ``bench compare``, ``bench assets`` and ``bench --version`` load no plugins: they work whatever is
 installed. ``run``, ``list`` and ``report`` set up through a :class:`~bench.host.harness.Harness`.
@@ -10,6 +11,8 @@ installed. ``run``, ``list`` and ``report`` set up through a :class:`~bench.host
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -18,29 +21,50 @@ from typing import Any
 
 from bench.core.config import BenchConfig
 from bench.core.errors import BenchError, UsageError
-from bench.host.config import file_settings, plugin_spec
+from bench.host.config import (
+    FileSettings,
+    file_settings,
+    plugin_spec,
+    spec_with_config_plugins,
+    trusted_by_env,
+)
 from bench.host.harness import Harness
-from bench.host.options import escape_help
+from bench.host.options import ArgumentParser, escape_help
+from bench.host.processes import signals_interrupt
 
 PROG = "bench"
 PLUGIN_FREE_COMMANDS = ("compare", "assets")
+INTERNAL_ERROR = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        with signals_interrupt():
+            return _main(argv)
     except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: interrupted ({getattr(exc, 'signal_name', 'SIGINT')})", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback with --debug
+        if "--debug" in argv:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} (a bug in bench or a plugin; "
+              f"`bench --debug ...` shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
-def _global_parser(add_help: bool) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, add_help=add_help, allow_abbrev=False,
-                                 description="Benchmark fine-tuning strategies of pretrained transformers.")
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line (its lines joined), cut at ``limit`` characters."""
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+
+
+def _global_parser(add_help: bool) -> ArgumentParser:
+    ap = ArgumentParser(prog=PROG, add_help=add_help,
+                        description="Benchmark fine-tuning strategies of pretrained transformers.")
     ap.add_argument("-p", dest="plugin_args", action="append", default=[], metavar="NAME",
                     help="load plugin module NAME; -p no:NAME disables plugin NAME (e.g. -p no:profiler)")
     ap.add_argument("--plugins-dir", default=None, metavar="DIR", help="load every *.py file in DIR as a plugin")
@@ -49,6 +73,9 @@ def _global_parser(add_help: bool) -> argparse.ArgumentParser:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
     ap.add_argument("--debug", action="store_true",
                     help="show tracebacks: of a plugin that fails to import, and of failed rows")
+    ap.add_argument("--trust-config-plugins", action="store_true",
+                    help="bench run / plan: load the plugins a config file names (plugins, plugins_dir); without it "
+                         "(or BENCH_TRUST_CONFIG_PLUGINS=1) such a config file is refused")
     return ap
 
 
@@ -65,7 +92,7 @@ def _main(argv: list[str]) -> int:
     pre, rest = _global_parser(add_help=False).parse_known_args(argv)
     command = _command_of(rest)
     if command in PLUGIN_FREE_COMMANDS or command is None:
-        args = _build_parser(None).parse_args(rest)
+        args = parse(None, rest)
         if args.command == "compare":
             from bench.compare.command import cmd_compare
 
@@ -75,25 +102,63 @@ def _main(argv: list[str]) -> int:
         _build_parser(None).print_help()
         return 2
 
-    settings = file_settings(pre.config, Path.cwd())
-    spec = plugin_spec([*settings.plugins, *pre.plugin_args], pre.plugins_dir or settings.plugins_dir)
+    if command == "run":
+        rest = _resume_arguments(rest)
+    if command in ("run", "plan"):
+        settings = file_settings(pre.config, Path.cwd())
+        spec = spec_with_config_plugins(settings, pre.plugin_args, pre.plugins_dir,
+                                        trusted=pre.trust_config_plugins or trusted_by_env())
+    else:  # list, report: never a config file's plugins (nor its values: they need none)
+        settings = FileSettings()
+        spec = plugin_spec(pre.plugin_args, pre.plugins_dir)
+        _note_config_plugins_ignored(pre.config, command, pre.quiet)
     harness = Harness(spec, debug=pre.debug)
-    args = _build_parser(harness).parse_args(rest)
+    args = parse(harness, rest)
     if args.command == "list":
         return cmd_list(harness, args.plugins)
     if args.command == "report":
         return cmd_report(harness, args.results, args.format, args.plot, args.output, args.raw)
     if args.command in ("run", "plan"):
-        cli_values = {k: v for k, v in vars(args).items()
-                      if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format")}
-        config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=pre.quiet,
-                                     resolve_device=args.command == "run")  # a plan may be for another machine
-        return cmd_run(harness, config) if args.command == "run" else cmd_plan(harness, config, args.plan_format)
+        config = run_config(harness, args, rest, settings, quiet=pre.quiet)
+        if args.command == "plan":
+            return cmd_plan(harness, config, args.plan_format)
+        return cmd_run(harness, config, resume=getattr(args, "resume", None) is not None)
     _build_parser(harness).print_help()
     return 2
 
 
-def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
+def run_config(harness: Harness, args: argparse.Namespace, rest: Sequence[str], settings: FileSettings, *,
+               quiet: bool = False) -> BenchConfig:
+    """The frozen config of ``bench run`` / ``bench plan`` from the parsed command line (``args``; ``rest``:
+    the arguments as typed, global options left out) and the config file's values."""
+    cli_values = {k: v for k, v in vars(args).items()
+                  if k not in ("command", "plugin_args", "plugins_dir", "config", "quiet", "debug", "plan_format",
+                               "trust_config_plugins", "resume")}
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        cli_values["out"] = resume  # --resume DIR continues in DIR
+    config = harness.make_config(cli_values, settings.values, config_file=settings.path, quiet=quiet,
+                                 resolve_device=args.command == "run")  # a plan may be for another machine
+    return dataclasses.replace(config, argv=tuple(_split_resume(rest)[1])) if args.command == "run" else config
+
+
+def parse(harness: Harness | None, rest: Sequence[str]) -> argparse.Namespace:
+    """The command line after the global options, parsed by the full parser (errors: UsageError)."""
+    return _build_parser(harness).parse_args(list(rest))
+
+
+def _note_config_plugins_ignored(explicit: str | None, command: str, quiet: bool) -> None:
+    """``bench list`` / ``bench report`` load no plugin a config file names; say so when one does."""
+    try:
+        settings = file_settings(explicit, Path.cwd())
+    except BenchError:
+        return
+    if (settings.plugins or settings.plugins_dir) and not quiet:
+        print(f"{PROG}: note: {settings.path} names plugins; `bench {command}` loads none from a config file (give "
+              "-p or --plugins-dir)", file=sys.stderr)
+
+
+def _build_parser(harness: Harness | None) -> ArgumentParser:
     """The full parser; without a harness (commands that load no plugins) ``run`` has no options."""
     ap = _global_parser(add_help=True)
     ap.add_argument("--version", action="version", version=f"finetune-bench {_version()}")
@@ -103,6 +168,9 @@ def _build_parser(harness: Harness | None) -> argparse.ArgumentParser:
                                          "activations) and whether it fits the device; runs nothing")
     plan_p.add_argument("--plan-format", choices=("table", "json"), default="table",
                         help="table, or json with exact byte counts")
+    run_p.add_argument("--resume", metavar="DIR", default=None,
+                       help="continue the run in DIR: keep its passed results, run what failed or is missing (alone: "
+                            "with the options it was started with, recorded in DIR/results.json)")
     if harness is not None:
         for parser in (run_p, plan_p):
             harness.parser.add_to_argparse(parser.add_argument_group("run options"))
@@ -210,7 +278,7 @@ def _refuse_what_does_not_fit(harness: Harness, config: BenchConfig, names: list
                 f"`bench plan` shows the breakdown; try lora, a smaller --batch-size or --seq-len")
 
 
-def cmd_run(harness: Harness, config: BenchConfig) -> int:
+def cmd_run(harness: Harness, config: BenchConfig, resume: bool = False) -> int:
     from bench.results.report import render
 
     resolved = harness.selection(config)
@@ -220,8 +288,10 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
                              "plan it with bench plan")
         if config.seq_len:
             raise UsageError("--seq-len sets the length of synthetic batches: it needs --weights random")
+    names = [name for name, _ in resolved]
+    harness.check_inputs(config, names)
     if config.random_weights and not config.launch.distributed:  # a plan is one process's: ranks hold less
-        _refuse_what_does_not_fit(harness, config, [name for name, _ in resolved])
+        _refuse_what_does_not_fit(harness, config, names)
     main = True
     if config.launch.outer:  # one rank of an outer launcher's job (torchrun): join it; rank 0 prints and writes
         from bench.host import launch
@@ -229,20 +299,28 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
         config = launch.join_outer_job(config)
         main = launch.outer_context().is_main
     out = _Printer(config.quiet)
-    with harness.configured(config):
+    claim = harness.claimed(config, resume=resume) if main else contextlib.nullcontext()  # rank 0 owns the folder
+    with claim, harness.configured(config):
+        kept: list[Any] = []
+        created: str | None = None
+        jobs: list[tuple[str, int]] | None = None
+        if resume:
+            kept, jobs, created = _resume(config, resolved, out)
         out.line(f"finetune-bench {_version()}: device {config.device}, precision {config.precision}, seed "
                  f"{config.seed}, preset {config.preset}, {_how_it_runs(config)}")
         out.line(f"results: {config.out_dir / 'results.json'}")
         for name, cfg in dict(resolved).items():
             out.line(f"  {name}: {_short_config(cfg)}")
         try:
-            session = harness.run([name for name, _ in resolved], on_start=lambda n: out.line(f"running {n} ..."),
-                                  say=out.line)
-        except KeyboardInterrupt:
-            kept = harness.session
-            print(f"{PROG}: interrupted; {sum(r.passed for r in kept.results) if kept else 0} finished result(s) "
-                  f"kept in {kept.path if kept else config.out_dir}", file=sys.stderr)
-            return 130
+            session = harness.run(names, on_start=lambda n: out.line(f"running {n} ..."), kept=kept,
+                                  created_utc=created, say=out.line, jobs=jobs)
+        except KeyboardInterrupt as exc:
+            held = harness.session
+            print(f"{PROG}: interrupted ({getattr(exc, 'signal_name', 'SIGINT')}); "
+                  f"{sum(r.passed for r in held.results) if held else 0} finished result(s) kept in "
+                  f"{held.path if held else config.out_dir} (continue with `bench run --resume {config.out_dir}`)",
+                  file=sys.stderr)
+            return int(getattr(exc, "exit_code", 130))
         results = session.results
         failed = [r.strategy for r in results if not r.passed]
         if main:
@@ -253,15 +331,78 @@ def cmd_run(harness: Harness, config: BenchConfig) -> int:
             print(render(sections, "table", results))
             hook.bench_terminal_summary(config=config, results=results, write=print)
             print(f"results written to {session.path}" + (f"; failed: {', '.join(failed)}" if failed else ""))
-    usage = [r for r in results if r.error is not None and r.error.usage]
-    for r in usage if main else ():  # bad input, not a broken strategy: one line each, exit 2
-        assert r.error is not None
-        print(f"{PROG}: error: {r.strategy}: {r.error.message}", file=sys.stderr)
+    usage: dict[str, list[str]] = {}
+    for r in results:  # bad input, not a broken strategy: one line per message, exit 2
+        if r.error is not None and r.error.usage:
+            usage.setdefault(one_line(r.error.message), []).append(r.strategy)
+    for message, strategies in usage.items() if main else ():
+        print(f"{PROG}: error: {', '.join(dict.fromkeys(strategies))}: {message}", file=sys.stderr)
     if config.debug and main:
         for r in results:
             if r.error is not None and r.error.traceback and not r.error.usage:
                 print(f"{PROG}: traceback of {r.strategy} ({r.run_dir}):\n{r.error.traceback}", file=sys.stderr)
     return 2 if usage else 1 if failed else 0
+
+
+def _resume(config: BenchConfig, resolved: list[tuple[str, Any]],
+            out: _Printer) -> tuple[list[Any], list[tuple[str, int]], str]:
+    """What ``--resume`` keeps and what it runs: every passed result of the folder stays; a planned run (a
+    strategy and, with ``--repeats``, a repeat) whose passed result is there (with the same options) is not
+    run again; failed or missing ones are."""
+    from bench.host.session import resume_plan
+    from bench.results.store import load_results
+
+    if not (config.out_dir / "results.json").is_file():
+        raise UsageError(f"--resume {config.out_dir}: no results.json there, so nothing to resume; start a run with "
+                         f"--out {config.out_dir}")
+    existing = load_results(config.out_dir)
+    kept, to_run = resume_plan(resolved, existing.results, config)
+    dropped = [r.strategy for r in existing.results if not r.passed]
+    out.line(f"resuming {config.out_dir}: keeping {len(kept)} result(s)"
+             + (f", running again what failed ({', '.join(dropped)})" if dropped else "")
+             + (f"; to run: {', '.join(_job_names(to_run, config.repeats))}" if to_run else
+                "; every planned strategy has a result"))
+    return kept, to_run, existing.created_utc
+
+
+def _job_names(jobs: Sequence[tuple[str, int]], repeats: int) -> list[str]:
+    return [name if repeats == 1 else f"{name} (repeat {repeat + 1})" for name, repeat in jobs]
+
+
+def _resume_arguments(rest: list[str]) -> list[str]:
+    """``bench run --resume DIR`` alone continues the run as it was started: its arguments, recorded in
+    DIR's results file (``invocation.argv``), and ``--resume DIR``. With other run options given, those
+    are used instead. Plugin options (-p, --plugins-dir) are never taken from the file: a file does not
+    choose code to run; give them again."""
+    resume, others = _split_resume(rest)
+    if resume is None or [a for a in others if a != "run"]:
+        return rest
+    from bench.results.store import load_results
+
+    folder = Path(resume)
+    if not (folder / "results.json").is_file():
+        raise UsageError(f"--resume {resume}: no results.json there, so nothing to resume; start a run with --out "
+                         f"{resume}")
+    argv = load_results(folder).invocation.get("argv")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or "run" not in argv:
+        raise UsageError(f"--resume {resume}: its results.json does not record how the run was started; give the "
+                         f"run's options again: bench run OPTIONS --resume {resume}")
+    return [*_split_resume(argv)[1], "--resume", resume]
+
+
+def _split_resume(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the value of --resume, the arguments without it)."""
+    resume, kept, skip = None, [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == "--resume":
+            resume, skip = (args[i + 1] if i + 1 < len(args) else None), True
+        elif a.startswith("--resume="):
+            resume = a.split("=", 1)[1]
+        else:
+            kept.append(a)
+    return resume, kept
 
 
 def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,

@@ -8,6 +8,7 @@ Precedence, lowest first: the strategy's dataclass defaults, the preset, the con
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core.config import DEFAULT_PRESET, BenchConfig, LaunchSettings, PluginSpec
 from bench.core.errors import UsageError
-from bench.core.fields import field_types
+from bench.core.fields import bounds_problem, field_bounds, field_types
 from bench.core.markers import hookimpl
 from bench.core.text import did_you_mean
 from bench.host.options import OptionParser, coerce, find_config_file, read_config_file
+from bench.host.processes import parse_size
 
 if TYPE_CHECKING:
     from bench.core.strategy import Strategy
@@ -40,7 +42,7 @@ def bench_addoption(parser: OptionParser) -> None:
     parser.addoption("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
     parser.addoption("--precision", choices=PRECISIONS, default="auto",
                      help="auto: bf16 autocast where the device supports it (CUDA bf16, CPU avx512_bf16/AMX)")
-    parser.addoption("--seed", type=int, default=0, help="random seed for data order and initialisation")
+    parser.addoption("--seed", type=int, default=0, ge=0, help="random seed for data order and initialisation")
     parser.addoption("--out", type=str, default=None,
                      help="output folder (default: a new timestamped folder under .bench/)")
     parser.addoption("--model", type=str, default=None,
@@ -53,10 +55,10 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="pretrained: load the model's weights; random: build it from its config alone (a "
                           "shape: --model shape:llama-1b, a folder or a hub id), train on synthetic batches "
                           "shaped like the task's data, measure time, throughput, memory and MFU, no accuracy")
-    parser.addoption("--seq-len", type=int, default=0,
+    parser.addoption("--seq-len", type=int, default=0, ge=0,
                      help="with --weights random: every synthetic example this many tokens (default: the "
                           "lengths of the default data)")
-    parser.addoption("--repeats", type=int, default=1,
+    parser.addoption("--repeats", type=int, default=1, ge=1,
                      help="run each selected strategy N times with seeds seed..seed+N-1, interleaved (A B C A B C); "
                           "tables show the mean and 95% interval per strategy (bench report --raw: every run)")
     parser.addoption("--speed-index", dest="speed_index", type=bool, default=True,
@@ -68,7 +70,7 @@ def bench_addoption(parser: OptionParser) -> None:
                      help="bundle of defaults: smoke (seconds), default, full (best accuracy)")
     parser.addoption("--no-isolate", dest="no_isolate", action="store_true",
                      help="run strategies in this process instead of one child process each")
-    parser.addoption("--warmup-steps", type=int, default=2,
+    parser.addoption("--warmup-steps", type=int, default=2, ge=0,
                      help="training steps excluded from throughput at the start of training")
     parser.addoption("-o", "--option", dest="overrides", action="append", type=str,
                      help="per-strategy option: STRATEGY.FIELD=VALUE (e.g. -o last-layers.n_last=2)")
@@ -86,6 +88,13 @@ def bench_addoption(parser: OptionParser) -> None:
     parser.addoption("--no-scaling-reference", dest="no_scaling_reference", action="store_true",
                      help="with --nproc-per-node N > 1 on one node: skip the one-process run of each strategy that "
                           "the report's scaling efficiency is measured against")
+    parser.addoption("--timeout", type=float, default=0.0, ge=0,
+                     help="seconds each strategy may run (its process start included); past it the strategy and "
+                          "everything it started are stopped and its row says timeout (0: no limit)")
+    parser.addoption("--max-memory", type=parse_size, default=None,
+                     help="cap each CPU run process's memory (address space, RLIMIT_AS; e.g. 4GiB): a run that "
+                          "needs more gets an 'out of memory' row instead of the machine swapping or the "
+                          "kernel's OOM killer choosing")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -114,7 +123,34 @@ def file_settings(explicit: str | Path | None, start: Path) -> FileSettings:
     if isinstance(plugins, str):
         plugins = [plugins]
     plugins_dir = values.pop("plugins_dir", None)
-    return FileSettings(path, values, tuple(str(p) for p in plugins), str(plugins_dir) if plugins_dir else None)
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UsageError(f"config file {path}: key 'plugins' must be a list of module names")
+    if plugins_dir is not None and not isinstance(plugins_dir, str):
+        raise UsageError(f"config file {path}: key 'plugins_dir' must be a folder name")
+    return FileSettings(path, values, tuple(plugins), plugins_dir or None)
+
+
+ENV_TRUST_CONFIG_PLUGINS = "BENCH_TRUST_CONFIG_PLUGINS"
+
+
+def trusted_by_env() -> bool:
+    """``BENCH_TRUST_CONFIG_PLUGINS=1``: the opt-in of ``--trust-config-plugins``, for CI files."""
+    return os.environ.get(ENV_TRUST_CONFIG_PLUGINS, "") not in ("", "0")
+
+
+def spec_with_config_plugins(settings: FileSettings, plugin_args: Sequence[str], plugins_dir: str | Path | None,
+                             *, trusted: bool) -> PluginSpec:
+    """The plugins of a ``bench run`` / ``bench plan``: ``-p`` and ``--plugins-dir`` from the command line,
+    and those a config file names (``plugins``, ``plugins_dir``) only when the user trusts it
+    (``--trust-config-plugins`` or ``BENCH_TRUST_CONFIG_PLUGINS=1``): a config file in a cloned folder
+    must not run code by being there. Untrusted, a config file that names plugins stops the command
+    with one line saying how to allow them."""
+    named = [*settings.plugins, *([f"plugins_dir = {settings.plugins_dir!r}"] if settings.plugins_dir else [])]
+    if named and not trusted:
+        raise UsageError(f"config file {settings.path} names plugins to load ({', '.join(named)}), and a config file "
+                         "runs no code unless you allow it: add --trust-config-plugins (or set "
+                         f"{ENV_TRUST_CONFIG_PLUGINS}=1) if you trust that folder, or give -p / --plugins-dir yourself")
+    return plugin_spec([*settings.plugins, *plugin_args], plugins_dir or settings.plugins_dir)
 
 
 def plugin_spec(plugin_args: Sequence[str], plugins_dir: str | Path | None) -> PluginSpec:
@@ -180,11 +216,6 @@ def make_config(
     per_strategy = {k: dict(v) for k, v in file_per_strategy.items()}
     for sname, values in cli_per_strategy.items():
         per_strategy.setdefault(sname, {}).update(values)
-    if int(options.get("repeats") or 1) < 1:
-        raise UsageError(f"option --repeats: {options['repeats']}; give at least 1")
-    if int(options.get("seq_len") or 0) < 0:
-        raise UsageError(f"option --seq-len: {options['seq_len']} is negative; give a length in tokens, or 0 for the "
-                         "default data's lengths")
     device = str(options["device"])
     precision = str(options["precision"])
     if resolve_device:
@@ -196,6 +227,13 @@ def make_config(
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         precision = ("bf16" if device == "cuda" else resolve_precision("auto", device)) if precision == "auto" else \
             precision
+    isolate = not options.get("no_isolate", False)
+    for key in ("timeout", "max_memory"):
+        if options.get(key) and not isolate:
+            raise UsageError(f"--{key.replace('_', '-')} applies to isolated run processes; drop --no-isolate")
+    if options.get("max_memory") and device == "cuda":
+        raise UsageError("--max-memory caps a CPU run (RLIMIT_AS); CUDA reserves address space far beyond it: use it "
+                         "with --device cpu")
     out = options.get("out")
     launch = launch_settings(options)
     return BenchConfig(
@@ -207,7 +245,7 @@ def make_config(
         model=options.get("model"),
         dataset=options.get("dataset"),
         preset=str(options["preset"]),
-        isolate=not options.get("no_isolate", False),
+        isolate=isolate,
         warmup_steps=int(options["warmup_steps"]),
         options=options,
         strategy_values={**file_common, **cli_common},
@@ -255,9 +293,18 @@ def _coerce_option(option: Any, value: Any, what: str) -> Any:
     if option.action == "append":
         items = value if isinstance(value, (list, tuple)) else [value]
         return [coerce(v, option.type, what=what) if option.type is not str else str(v) for v in items]
-    coerced = coerce(value, option.type, what=what) if option.type in (int, float, str, bool) else option.type(value)
+    if option.type in (int, float, str, bool):
+        coerced = coerce(value, option.type, what=what)
+    else:
+        try:
+            coerced = option.type(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{what}: {exc}") from None
     if option.choices and coerced not in option.choices:
         raise UsageError(f"{what}: {coerced!r} is not one of {', '.join(map(str, option.choices))}")
+    problem = bounds_problem(coerced, option.bounds)
+    if problem:
+        raise UsageError(f"{what}: {coerced!r} {problem}")
     return coerced
 
 
@@ -345,6 +392,12 @@ def strategy_config(strategy: Strategy, config: BenchConfig) -> Any:
         key: coerce(value, types[key], what=f"option {key!r} of strategy {strategy.name!r}")
         for key, value in values.items()
     }
+    bounds = field_bounds(strategy.config_class)
+    for key, value in kwargs.items():
+        problem = bounds_problem(value, bounds.get(key, {}))
+        if problem:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise UsageError(f"strategy {strategy.name!r}: --{key.replace('_', '-')} {shown}: {problem}")
     try:
         return strategy.config_class(**kwargs)
     except (TypeError, ValueError) as exc:

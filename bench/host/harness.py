@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -28,16 +29,16 @@ from typing import Any, NamedTuple
 
 from bench.core import progress
 from bench.core.config import BenchConfig, PluginSpec
-from bench.core.errors import BenchError, UsageError
+from bench.core.errors import UsageError
 from bench.core.fields import field_help, field_types
 from bench.core.plain import to_data
-from bench.host import launch, runfolders
+from bench.host import launch, processes, runfolders
 from bench.host.config import make_config, strategy_config, unknown_override_strategies
 from bench.host.options import OptionParser
 from bench.host.plugins import PluginHost
 from bench.host.registry import StrategyRegistry
 from bench.host.session import Session
-from bench.host.worker import execute, failed_result
+from bench.host.worker import INTERRUPTED, OUT_OF_MEMORY, TIMEOUT, error_info, execute, failed_result
 from bench.measure.peak import Peak, machine_peak, peak_data
 from bench.results.schema import RunResult
 from bench.results.store import result_from_data, write_json_atomic
@@ -84,6 +85,7 @@ class Harness:
         self.strategy_fields = strategy_fields(self.registry, self.parser)
         self._config: BenchConfig | None = None
         self.session: Session | None = None
+        self._claimed_dir: Path | None = None
 
     def register(self, plugin: object, name: str) -> None:
         """Register one more plugin object (its historic hooks catch up) and rebuild the registry."""
@@ -131,6 +133,37 @@ class Harness:
         unknown_override_strategies(config, self.registry.names())
         return [(name, strategy_config(self.registry.get(name).strategy, config)) for name in names]
 
+    def check_inputs(self, config: BenchConfig, names: Sequence[str]) -> None:
+        """Read what every selected strategy will read, once, before any of them starts: a local
+        ``--model`` folder (its safetensors files whole) and a local ``--dataset`` file with the task's
+        reader (encoding, columns, labels). A problem is one UsageError naming the file, not one failed
+        row per strategy after the first has trained."""
+        tasks = list(dict.fromkeys(self.registry.get(name).strategy.task for name in names))
+        if config.model:  # a folder is checked whole; a hub id is left to the run (no download here)
+            from bench.models.loading import resolve_model
+
+            resolve_model(config.model, tasks[0] if tasks else "classification", synthetic=config.random_weights)
+        if config.random_weights or not config.dataset:
+            return
+        from bench.data.classification import looks_like_path
+
+        path = Path(config.dataset).expanduser()
+        if not path.is_file() and looks_like_path(config.dataset):
+            from bench.core.errors import DataError
+
+            raise DataError(f"--dataset {config.dataset}: file not found; give an existing CSV or JSONL file, a hub "
+                            "dataset id (owner/name), or nothing for the default data")
+        if path.is_file():
+            if "classification" in tasks:
+                from bench.data.classification import load_classification_file
+
+                load_classification_file(path, text_column=config.getoption("text_column", "text"),
+                                         label_column=config.getoption("label_column", "label"))
+            if "causal-lm" in tasks:
+                from bench.data.instructions import load_alpaca_jsonl
+
+                load_alpaca_jsonl(path)
+
     @contextmanager
     def configured(self, config: BenchConfig) -> Iterator[BenchConfig]:
         """``bench_configure`` now, ``bench_unconfigure`` when the block ends, whatever ends it."""
@@ -161,16 +194,36 @@ class Harness:
 
     # -- running --------------------------------------------------------------------------------------
 
+    @contextmanager
+    def claimed(self, config: BenchConfig, *, resume: bool = False) -> Iterator[Path]:
+        """Own the output folder for the block (:func:`bench.host.runfolders.claim`): locked against other
+        runs, and empty unless ``resume``. :meth:`run` claims it itself when the caller has not."""
+        with runfolders.claim(config.out_dir, resume=resume, command=_command_line(config)) as folder:
+            self._claimed_dir = folder
+            try:
+                yield folder
+            finally:
+                self._claimed_dir = None
+
     def run(self, names: Sequence[str], on_start: Callable[[str], None] | None = None,
-            say: Callable[[str], None] | None = None) -> Session:
-        """Run each strategy in turn, each in its own run folder; the results file is saved after each.
-        Ctrl-C stops after saving, with the interrupted row marked (the session stays in ``self.session``).
+            kept: Sequence[RunResult] = (), created_utc: str | None = None,
+            say: Callable[[str], None] | None = None, jobs: Sequence[tuple[str, int]] | None = None) -> Session:
+        """Run each strategy in turn, ``--repeats`` times interleaved (A B C, A B C, ...; repeat ``r`` with
+        seed ``seed + r``), each run in its own run folder; the results file is saved after each.
+        ``kept``: results a resumed run keeps (they stay first in the file); ``jobs``: the (strategy,
+        repeat) runs still to do (a resume's; default: every repeat of every name). A stop (Ctrl-C,
+        SIGTERM, SIGHUP) ends the running strategy, saves its row as interrupted with the phase it was
+        in, and re-raises (the session stays in ``self.session``).
         With ``--nproc-per-node`` each strategy that has a parallel option runs as a torch.distributed job
         (after a one-process run of it, the scaling reference, when N > 1 on one node); under an outer launcher
-        this process runs every strategy as its rank (:mod:`bench.host.launch`)."""
+        this process runs every strategy as its rank (:mod:`bench.host.launch`); only rank 0 claims the
+        output folder and writes the results file."""
         config = self.config
         settings = config.launch
         main = not settings.outer or launch.outer_context().is_main
+        if main and (self._claimed_dir is None or self._claimed_dir != config.out_dir):
+            with self.claimed(config, resume=bool(kept)):
+                return self.run(names, on_start, kept, created_utc, say, jobs)
         machine = self.machine_info()
         if config.peak_flops is None:
             peak = launch.agreed_peak(self.peak) if settings.outer else self.peak()  # outer: rank 0 settles it
@@ -185,11 +238,12 @@ class Harness:
             say(f"peak: {peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}){theory}")
         self.session = session = Session(config.out_dir, machine,
                                          (lambda r: self.hook.bench_result_ready(config=config, result=r)) if main
-                                         else None, write=main)
+                                         else None, write=main, kept=kept, created_utc=created_utc,
+                                         invocation={"argv": list(config.argv)} if config.argv else {})
         session.save()
-        # interleaved repeats: A B C, A B C, ... so a slow minute hits no one alone
-        plan = [Planned(name, repeat, dataclasses.replace(config, seed=config.seed + repeat))
-                for repeat in range(config.repeats) for name in names]
+        if jobs is None:  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
+            jobs = [(name, repeat) for repeat in range(config.repeats) for name in names]
+        plan = [Planned(name, repeat, dataclasses.replace(config, seed=config.seed + repeat)) for name, repeat in jobs]
         if settings.outer:
             launch.run_as_rank(self, plan, session, on_start, self.parallel_capable)
             return session
@@ -223,9 +277,12 @@ class Harness:
                 result = launch.run_job(config, name, run_dir, rank_main)
             else:
                 result = run_isolated(config, name, run_dir) if config.isolate else execute(self, name, run_dir, config)
-        except KeyboardInterrupt:
-            session.add(failed_result(config, name, "interrupted by the user (Ctrl-C)", "KeyboardInterrupt",
-                                      time.perf_counter() - started, run_dir=run_dir))
+        except KeyboardInterrupt as exc:
+            what = getattr(exc, "signal_name", "SIGINT")
+            what = "Ctrl-C (SIGINT)" if what == "SIGINT" else what
+            session.add(dataclasses.replace(
+                failed_result(config, name, f"stopped by {what}{_phase_of(run_dir)}", INTERRUPTED,
+                              time.perf_counter() - started, run_dir=run_dir), repeat=item.repeat))
             raise
         session.add(dataclasses.replace(result, repeat=item.repeat))
 
@@ -259,33 +316,44 @@ def strategy_fields(registry: StrategyRegistry, parser: OptionParser) -> dict[st
 
 
 def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
-    """Run one strategy in a fresh ``spawn`` process; its peak memory and any crash stay its own."""
+    """Run one strategy in a fresh ``spawn`` process of its own process group; its peak memory and any
+    crash stay its own. ``--timeout`` ends it (and all it started) with a ``timeout`` row; a stop
+    signal in the host ends it and re-raises; a death under ``--max-memory`` is an ``out of memory`` row."""
     result_file = runfolders.result_path(run_dir)
     result_file.unlink(missing_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir)), name=f"bench-{name}")
+    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), os.getpid()), name=f"bench-{name}")
+    timeout = float(config.getoption("timeout") or 0) or None
     started = time.perf_counter()
     proc.start()
     try:
-        proc.join()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        proc.join(timeout)
+    except BaseException:
+        processes.stop(proc)
         raise
     wall = time.perf_counter() - started
+    if proc.is_alive():
+        processes.stop(proc)
+        return failed_result(config, name, f"ran longer than --timeout {timeout:g} s{_phase_of(run_dir)}; stopped it "
+                             "and every process it started", TIMEOUT, wall, run_dir=run_dir)
     if result_file.exists():
         result = result_from_data(json.loads(result_file.read_text(encoding="utf-8")))
         return dataclasses.replace(result, base_dir=str(config.out_dir.resolve()))
-    return failed_result(config, name, _death(proc.exitcode), "ProcessDied", wall, run_dir=run_dir)
+    max_memory = config.getoption("max_memory")
+    if max_memory:
+        return failed_result(config, name, f"the run process {_death(proc.exitcode)}{_phase_of(run_dir)} under "
+                             f"--max-memory {max_memory / 2**30:.2f} GiB: it most likely hit the cap (RLIMIT_AS)",
+                             OUT_OF_MEMORY, wall, run_dir=run_dir)
+    return failed_result(config, name, f"run process {_death(proc.exitcode)} before it wrote a result"
+                         f"{_phase_of(run_dir)}", "ProcessDied", wall, run_dir=run_dir)
 
 
-def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
+def child_main(config: BenchConfig, name: str, run_dir: str, parent_pid: int | None = None) -> None:
     """Entry point of a run process: set up as the host did, run one strategy, write its result."""
+    processes.become_run_process(parent_pid or os.getppid(), config.getoption("max_memory"))
     config = dataclasses.replace(config, in_run_process=True)
     folder = Path(run_dir)
+    runfolders.write_status(folder, "starting")
     try:
         harness = Harness(config.plugins, debug=config.debug)
         with harness.configured(config):
@@ -298,10 +366,9 @@ def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
         if runfolders.result_path(folder).exists():
             print(f"bench: {name}: bench_unconfigure failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return
-        import traceback
-
-        result = failed_result(config, name, str(exc), type(exc).__name__, usage=isinstance(exc, BenchError),
-                               run_dir=folder, traceback_text=traceback.format_exc())
+        info = error_info(exc)
+        result = failed_result(config, name, info.message, info.type, usage=info.usage, run_dir=folder,
+                               traceback_text=info.traceback)
     write_json_atomic(runfolders.result_path(folder), to_data(result))
 
 
@@ -311,6 +378,16 @@ def rank_main(config: BenchConfig, name: str, run_dir: str, host_env: dict[str, 
     launch.run_rank(config, name, Path(run_dir), lambda cfg: Harness(cfg.plugins, debug=cfg.debug), host_env)
 
 
+def _phase_of(run_dir: Path) -> str:
+    """`` in phase 'train'`` from the run's status file (what it was doing when it was stopped), or ``""``."""
+    phase = runfolders.read_status(run_dir).get("phase")
+    return f" in phase {phase!r}" if isinstance(phase, str) and phase else ""
+
+
+def _command_line(config: BenchConfig) -> str:
+    return " ".join(["bench", *config.argv]) if config.argv else "bench run"
+
+
 def _death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -318,5 +395,5 @@ def _death(exitcode: int | None) -> str:
         except ValueError:
             sig = f"signal {-exitcode}"
         hint = " (SIGKILL: often the kernel's out-of-memory killer)" if sig == "SIGKILL" else ""
-        return f"run process was killed by {sig}{hint} before it wrote a result"
-    return f"run process exited with code {exitcode} before it wrote a result"
+        return f"was killed by {sig}{hint}"
+    return f"exited with code {exitcode}"

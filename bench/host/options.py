@@ -12,12 +12,13 @@ import argparse
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.core.errors import UsageError
+from bench.core.text import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     action: str = "store"
     plugin: str = ""
+    bounds: Mapping[str, float] = field(default_factory=dict)  # ge / gt / le / lt, checked at configuration
 
 
 class OptionParser:
@@ -58,7 +60,13 @@ class OptionParser:
         help: str = "",  # noqa: A002
         choices: Sequence[Any] | None = None,
         action: str = "store",
+        ge: float | None = None,
+        gt: float | None = None,
+        le: float | None = None,
+        lt: float | None = None,
     ) -> None:
+        """Declare an option; ``ge``/``gt``/``le``/``lt`` bound a number (a value outside stops the command
+        with one line naming the option, before anything runs)."""
         plugin = self._owner() or "?"
         if not flags or not all(isinstance(f, str) and f.startswith("-") for f in flags):
             raise UsageError(f"plugin {plugin!r}: option flags must start with '-', got {flags!r}")
@@ -74,7 +82,8 @@ class OptionParser:
             type = _parse_bool  # noqa: A001
             default = bool(default)
         self.options.append(
-            Option(tuple(flags), name, type, default, help, tuple(choices) if choices else None, action, plugin)
+            Option(tuple(flags), name, type, default, help, tuple(choices) if choices else None, action, plugin,
+                   {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None})
         )
 
     def get(self, dest: str) -> Option | None:
@@ -92,6 +101,35 @@ class OptionParser:
                 kwargs["choices"] = o.choices
                 kwargs["metavar"] = o.dest.upper() if not o.choices else None
             ap.add_argument(*o.flags, **kwargs)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse as ``bench`` uses it: no abbreviations (``--epoch`` is not ``--epochs``), and every error a
+    :class:`UsageError` (one line, exit 2, with a suggestion for a misspelt option) instead of a usage
+    text and ``SystemExit``. Subparsers made from it are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        first = message.strip().splitlines()[0] if message.strip() else "bad arguments"
+        if first.startswith("unrecognized arguments:"):
+            unknown = next((a for a in first.split(":", 1)[1].split() if a.startswith("-")), "")
+            if unknown:
+                first += did_you_mean(unknown.split("=", 1)[0], self.option_strings())
+        command = self.prog.partition(" ")[2]  # "bench run" -> "run"; the top parser: ""
+        raise UsageError(f"{command}: {first}" if command else first)
+
+    def option_strings(self) -> list[str]:
+        """Every long option of this parser and of its subcommands (for suggestions)."""
+        found: list[str] = []
+        for action in self._actions:
+            found += [s for s in action.option_strings if s.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += sub.option_strings() if isinstance(sub, ArgumentParser) else []
+        return list(dict.fromkeys(found))
 
 
 def escape_help(text: str) -> str:
@@ -198,8 +236,10 @@ def find_config_file(start: Path) -> Path | None:
     if candidate.is_file():
         return candidate
     pyproject = start / "pyproject.toml"
-    if pyproject.is_file() and "bench" in _read_toml(pyproject).get("tool", {}):
-        return pyproject
+    if pyproject.is_file():
+        tool = _read_toml(pyproject).get("tool", {})
+        if isinstance(tool, dict) and "bench" in tool:
+            return pyproject
     return None
 
 
@@ -207,15 +247,26 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The finetune-bench table of a config file: the whole ``bench.toml`` or ``[tool.bench]``."""
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
-    data = _read_toml(path)
+    data: Any = _read_toml(path)
     if path.name == "pyproject.toml" or "tool" in data:
-        data = data.get("tool", {}).get("bench", {})
+        tool = data.get("tool", {})
+        data = tool.get("bench", {}) if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: [tool.bench] must be a table of options")
     return {str(k).replace("-", "_") if not isinstance(v, dict) else str(k): v for k, v in data.items()}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML files "
+                         "are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: invalid TOML: nested too deeply") from None

@@ -8,6 +8,8 @@ pytest's ``CallInfo.from_call`` turns a test call into a report. The host calls 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
 import platform
 import random
@@ -71,6 +73,8 @@ def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | No
     provenance = _provenance(config, entry, cfg_data)
     counter, energy = counter_for(config.device)
     meter = Meter(config.device, config.warmup_steps, energy=counter)
+    meter.on_phase = functools.partial(_record_phase, run_dir)
+    runfolders.write_status(run_dir, "setup before the first phase")
     if config.getoption("speed_index", True) and not config.plan_only:
         meter.speed_index = SpeedIndex(config.device)
     run = RunContext(strategy, cfg, config, meter, run_dir, runfolders.profile_dir(run_dir), hook, dist=dist)
@@ -96,6 +100,10 @@ def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | No
         except Exception as exc:  # an observer must not fail the run, nor stop the other observers
             print(f"bench: plugin {plugin!r} bench_run_finished failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return result
+
+
+def _record_phase(run_dir: Path, phase: str | None) -> None:
+    runfolders.write_status(run_dir, phase or "between phases")
 
 
 def plan_strategy(harness: Harness, config: BenchConfig, name: str) -> MemoryPlan:
@@ -151,22 +159,21 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
         "work": _work(meter),
     }
-    if error is None and output is not None:
-        error = _unserialisable_error(output)
     if error is not None or output is None:
         assert error is not None
-        info = ErrorInfo(type(error).__name__, str(error),
-                         "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-                         usage=isinstance(error, BenchError))
-        return RunResult(status="failed", error=info, **common)
+        return RunResult(status="failed", error=error_info(error, run), **common)
+    # An output that cannot be saved as it is, or whose primary metric is not a number, fails its row;
+    # everything of it that can be saved is kept (it once came back as "ProcessDied", metrics lost).
+    bad = _unserialisable_error(output) or (None if run.synthetic else _primary_metric_error(output))
     return RunResult(
-        status="passed",
-        metrics={k: float(v) for k, v in output.metrics.items()},
+        status="failed" if bad else "passed",
+        error=error_info(bad, run) if bad else None,
+        metrics={k: float(v) for k, v in output.metrics.items() if _is_number(v)},
         primary_metric=output.primary_metric,
         params=output.params,
         trained_parameters=tuple(output.trained_parameters),
         trained_modules=tuple(output.trained_modules),
-        extra=dict(output.extra),
+        extra={k: v for k, v in output.extra.items() if _json_safe(v)},
         metric_samples={k: int(v) for k, v in output.metric_samples.items()},
         outcomes={k: "".join("1" if x else "0" for x in v) for k, v in output.correct.items()},
         data_sha256=output.data_sha256,
@@ -174,6 +181,32 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         **_mfu(meter, run.bench),
         **common,
     )
+
+
+class InvalidMetric(Exception):
+    """The primary metric is missing, NaN or infinite: the row fails (its other figures are kept), since a
+    NaN loss or accuracy is a broken run, not a result."""
+
+
+def _primary_metric_error(output: StrategyOutput) -> InvalidMetric | None:
+    name = output.primary_metric
+    if name not in output.metrics:
+        return InvalidMetric(f"the primary metric {name!r} is missing (metrics: {', '.join(output.metrics) or 'none'})")
+    value = float(output.metrics[name])
+    if not math.isfinite(value):
+        return InvalidMetric(f"the primary metric {name!r} is {value}, not a finite number (training diverged, or "
+                             "the model or data is broken)")
+    return None
+
+
+def error_info(error: BaseException, run: RunContext | None = None) -> ErrorInfo:
+    """A failed row's error: its kind, one-line summary and traceback; out-of-memory errors (CPU under
+    ``--max-memory``, CUDA) become the ``out of memory`` kind naming the phase and the bytes allocated."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    oom = out_of_memory(error, run.meter.failed_phase if run is not None else None)
+    if oom is not None:
+        return ErrorInfo(OUT_OF_MEMORY, oom, text)
+    return ErrorInfo(type(error).__name__, str(error), text, usage=isinstance(error, BenchError))
 
 
 def _work(meter: Meter) -> WorkMeasure | None:
@@ -188,19 +221,88 @@ class UnserialisableOutput(Exception):
 
 
 def _unserialisable_error(output: StrategyOutput) -> UnserialisableOutput | None:
-    import json
-
-    bad = []
-    for where, mapping in (("metrics", output.metrics), ("extra", output.extra)):
-        for key, value in mapping.items():
-            try:
-                json.dumps(to_data(value), allow_nan=where == "metrics")
-            except (TypeError, ValueError) as exc:
-                bad.append(f"StrategyOutput.{where}[{key!r}] ({type(value).__name__}: {exc})")
+    bad = [f"StrategyOutput.metrics[{key!r}] ({type(value).__name__}: not a number)"
+           for key, value in output.metrics.items() if not _is_number(value)]
+    for key, value in output.extra.items():
+        problem = _json_problem(value)
+        if problem:
+            bad.append(f"StrategyOutput.extra[{key!r}] ({type(value).__name__}: {problem})")
     if not bad:
         return None
     return UnserialisableOutput(f"{'; '.join(bad)}: not JSON-serialisable; give plain numbers, strings, lists and "
                                 "dicts")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot go into the results file as JSON, or None."""
+    import json
+
+    try:
+        json.dumps(to_data(value), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _json_safe(value: Any) -> bool:
+    return _json_problem(value) is None
+
+
+def _is_number(value: Any) -> bool:
+    """A metric value: an int or float (numpy and 0-d tensors included), not a bool or a string."""
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# The kinds of a failed row that the host writes when it ends a run (ErrorInfo.type).
+OUT_OF_MEMORY = "out of memory"
+TIMEOUT = "timeout"
+INTERRUPTED = "interrupted"
+
+
+def out_of_memory(error: BaseException, phase: str | None) -> str | None:
+    """The message of an ``out of memory`` row when ``error`` is one (CUDA's, or the CPU's under
+    ``--max-memory``: MemoryError, torch's "can't allocate memory"), naming the phase and the bytes
+    allocated; None for any other error."""
+    torch = sys.modules.get("torch")
+    text = " ".join(str(error).split())
+    where = f" in phase {phase!r}" if phase else ""
+    cuda_oom = torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+    if cuda_oom:
+        assert torch is not None
+        import re
+
+        tried = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B)", text)
+        held = ""
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+            held = (f": {_gib(torch.cuda.memory_allocated())} GiB allocated by tensors, "
+                    f"{_gib(torch.cuda.memory_reserved())} GiB reserved by torch, of the device's {_gib(total)} GiB")
+        return (f"CUDA out of memory{where}{held}" + (f"; it tried to allocate {tried.group(1)} more" if tried else "")
+                + "; try a smaller --batch-size or --max-length, --train-layers, or lora (`bench plan` shows the "
+                  "breakdown)")
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+        import re
+        import resource
+
+        tried = re.search(r"tried to allocate (\d+) bytes", text)
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        cap = f" under --max-memory {_gib(limit)} GiB (RLIMIT_AS: address space)" if limit != resource.RLIM_INFINITY \
+            else ""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return (f"the run process ran out of memory{where}{cap}" +
+                (f" allocating {_gib(int(tried.group(1)))} GiB more" if tried else "") +
+                f"; its peak RSS was {_gib(peak)} GiB; try a smaller --batch-size or --max-length, or more memory")
+    return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:,.2f}"
 
 
 def _mfu(meter: Meter, config: BenchConfig) -> dict[str, Any]:
@@ -272,8 +374,11 @@ def git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        # --no-optional-locks: status must not take the checkout's index.lock to refresh the index; a
+        # git killed at the timeout (a loaded machine) or with bench would leave the lock behind and
+        # stop the user's next git command
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(here), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")

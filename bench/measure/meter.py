@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -111,6 +111,8 @@ class Meter:
         self.speed_index: SpeedIndex | None = None
         self._kind_now = ""
         self.rss_resettable = _reset_peak_rss()
+        self.failed_phase: str | None = None  # the phase an exception left (an out-of-memory row names it)
+        self.on_phase: Callable[[str | None], None] | None = None  # told each phase's start (name) and end (None)
 
     # -- phases --------------------------------------------------------------------------------------
 
@@ -125,6 +127,8 @@ class Meter:
             raise RuntimeError(f"phase {name!r} started inside phase {self._phase!r}; phases do not nest")
         self._phase = name
         self._phase_steps.setdefault(name, 0)
+        if self.on_phase is not None:
+            self.on_phase(name)
         cuda = self._cuda()
         if cuda is not None:
             cuda.synchronize()
@@ -134,9 +138,12 @@ class Meter:
         start = time.perf_counter()
         try:
             yield
+        except BaseException:
+            self.failed_phase = name
+            raise
         finally:
-            if cuda is not None:
-                cuda.synchronize()
+            if cuda is not None and self.failed_phase != name:
+                cuda.synchronize()  # not after a failure: a CUDA error would raise again here
             wall = time.perf_counter() - start
             energy_j = self._energy_since(energy_start)
             if self._profiler_state == "running" and self._profiler_phase == name:
@@ -151,6 +158,8 @@ class Meter:
                 energy_j=energy_j,
             ))
             self._phase = None
+            if self.on_phase is not None:
+                self.on_phase(None)
 
     def _record(self, new: PhaseMeasure) -> None:
         for i, old in enumerate(self.phases):

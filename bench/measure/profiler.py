@@ -41,10 +41,10 @@ def top_ops_filename(rank: int | None) -> str:
 
 @hookimpl
 def bench_addoption(parser: OptionParser) -> None:
-    parser.addoption("--profile-wait", type=int, default=0, help="profiler schedule: steps skipped first")
-    parser.addoption("--profile-warmup", type=int, default=1, help="profiler schedule: warm-up steps (traced, dropped)")
-    parser.addoption("--profile-active", type=int, default=2, help="profiler schedule: steps recorded")
-    parser.addoption("--profile-top", type=int, default=10, help="operators in the report's top-operators table")
+    parser.addoption("--profile-wait", type=int, default=0, ge=0, help="profiler schedule: steps skipped first")
+    parser.addoption("--profile-warmup", type=int, default=1, ge=0, help="profiler schedule: warm-up steps (traced, dropped)")
+    parser.addoption("--profile-active", type=int, default=2, ge=0, help="profiler schedule: steps recorded")
+    parser.addoption("--profile-top", type=int, default=10, ge=1, help="operators in the report's top-operators table")
 
 
 class StepProfiler:

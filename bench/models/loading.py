@@ -36,10 +36,37 @@ def resolve_model(spec: str | None, task: str, *, synthetic: bool = False) -> st
         if not (path / "config.json").is_file():
             raise ModelError(f"--model {spec}: the folder holds no model (no config.json); give a folder written "
                              f"by save_pretrained, or a hub id")
+        check_weight_files(path)
         return str(path.resolve())
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"--model {spec}: no such folder (and not a hub id of the form org/name)")
     return spec
+
+
+def check_weight_files(folder: Path) -> None:
+    """ModelError naming the file when a ``*.safetensors`` file in ``folder`` is truncated or has no valid
+    header: its header (read alone, no weights) says how long the file must be. Cheap enough to run
+    before anything loads, so a broken download stops in one line instead of deep inside transformers."""
+    import json
+    import struct
+
+    for file in sorted(folder.glob("*.safetensors")):
+        size = file.stat().st_size
+        try:
+            with file.open("rb") as fh:
+                head = fh.read(8)
+                (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+                if length is None or length > size - 8:
+                    raise ValueError("its header is cut off")
+                header = json.loads(fh.read(length))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ModelError(f"{file}: not a valid safetensors file ({_first_line(exc)}); download or save it "
+                             "again") from None
+        expected = 8 + length + max(ends, default=0)
+        if size < expected:
+            raise ModelError(f"{file}: truncated safetensors file: {size:,} bytes, its header says {expected:,}; "
+                             "download or save it again")
 
 
 def model_fingerprint(source: str, random_weights: bool = False) -> str:

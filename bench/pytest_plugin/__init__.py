@@ -222,8 +222,12 @@ class StrategyBenchmark:
     def _out_dir(self) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.request.node.nodeid).strip("_")[-120:]
         root = self.request.config.getoption("bench_out")
-        if root:
-            return (Path(root) / slug).resolve()
+        if root:  # a folder of its own: a run never writes into (nor empties) an earlier one's
+            folder, n = (Path(root) / slug).resolve(), 1
+            while folder.exists() and any(folder.iterdir()):
+                n += 1
+                folder = (Path(root) / f"{slug}-{n}").resolve()
+            return folder
         return self._tmp.mktemp(slug[-60:] or "bench", numbered=True)
 
     def _run(self, name: str, values: dict[str, Any]) -> tuple[Any, Path]:
@@ -355,10 +359,11 @@ def _harness(config: pytest.Config) -> tuple[Any, Any]:
     """A fresh bench harness (a new one per run: historic hooks must not pile up across tests) and the
     config-file settings of the invocation folder; ``--bench-plugin`` and ``--bench-plugins-dir`` as
     ``bench -p`` and ``--plugins-dir`` (``--bench-plugin no:NAME`` blocks a plugin)."""
-    from bench.host.config import file_settings, plugin_spec
+    from bench.host.config import file_settings, spec_with_config_plugins
     from bench.host.harness import Harness
 
     settings = file_settings(None, Path(config.invocation_params.dir))
-    spec = plugin_spec([*settings.plugins, *config.getoption("bench_plugin")],
-                       config.getoption("bench_plugins_dir") or settings.plugins_dir)
+    # pytest runs the folder's conftest.py anyway: its config file's plugins are no new trust
+    spec = spec_with_config_plugins(settings, config.getoption("bench_plugin"), config.getoption("bench_plugins_dir"),
+                                    trusted=True)
     return Harness(spec), settings

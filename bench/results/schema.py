@@ -2,7 +2,9 @@
 that holds them; with the (de)serialisation to plain JSON data that the type hints drive.
 
 A results file is JSON: ``{"schema_version": N, "created_utc": ..., "machine": {...}, "results": [...]}``.
-:mod:`bench.results.store` reads and writes it.
+:mod:`bench.results.store` reads and writes it; ``results.schema.json`` (next to this module) is its JSON
+Schema, generated from these types (``python tests/test_results_file.py --write``), which the reader
+validates every file against.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ RESULTS_FILENAME = "results.json"
 class StepSample:
     """One optimizer step as measured: its kind (warmup / profiled / timed), seconds, work done."""
 
-    kind: str
+    kind: str = field(metadata={"enum": ("warmup", "profiled", "timed")})
     seconds: float
     samples: int
     tokens: int
@@ -220,7 +222,7 @@ class RunResult:
     """One strategy run, passed or failed."""
 
     strategy: str
-    status: str  # "passed" | "failed"
+    status: str = field(metadata={"enum": ("passed", "failed")})
     provenance: Provenance
     metrics: Mapping[str, float] = field(default_factory=dict)
     primary_metric: str = "test_accuracy"
@@ -289,12 +291,37 @@ class RunResult:
         return None
 
 
+_TEXT = {"type": ["string", "null"]}
+_INT = {"type": ["integer", "null"]}
+_NUMBER = {"type": ["number", "null"]}
+# The machine a results file was measured on: a plain dict (``bench_generate_machine_info``, which
+# plugins may extend with keys of their own, and the host's peak: :func:`bench.measure.peak.peak_data`),
+# so its schema is written here: the keys readers use, with their types; any other key is allowed.
+MACHINE_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "node": _TEXT, "system": _TEXT, "machine": _TEXT, "python": _TEXT, "memory_bytes": _INT,
+    "cpu": {"type": ["object", "null"], "properties": {
+        "model": _TEXT, "logical_cores": _INT, "usable_cores": _INT,
+        "flags": {"type": ["array", "null"], "items": {"type": "string"}}}},
+    "gpu": {"type": ["object", "null"], "properties": {
+        "name": _TEXT, "count": _INT, "memory_bytes": _INT, "capability": _TEXT, "cuda": _TEXT, "driver": _TEXT}},
+    "libraries": {"type": ["object", "null"], "additionalProperties": _TEXT},
+    "peak": {"type": ["object", "null"], "properties": {
+        "flops": {"type": "number"}, "source": {"type": "string"}, "device": _TEXT, "precision": _TEXT,
+        "theoretical_flops": _NUMBER, "theoretical_source": _TEXT, "fingerprint": _TEXT,
+        "probe": {"type": ["object", "null"]}}},
+}}
+
+
 @dataclass(frozen=True)
 class ResultsFile:
-    schema_version: int
+    """A results file: the machine it ran on and one result per strategy run."""
+
+    schema_version: int = field(metadata={"const": SCHEMA_VERSION})
     created_utc: str
-    machine: Mapping[str, Any]
+    machine: Mapping[str, Any] = field(metadata={"schema": MACHINE_SCHEMA})
     results: tuple[RunResult, ...]
+    # how the run was started (``argv``: the command line's arguments), so ``bench run --resume`` can continue it
+    invocation: Mapping[str, Any] = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -325,3 +352,67 @@ def from_data(cls: Any, data: Any) -> Any:
     return data
 
 
+# -------------------------------------------------------------------------------------------------
+# The JSON Schema of a results file, from the same type hints.
+# -------------------------------------------------------------------------------------------------
+
+SCHEMA_FILE = Path(__file__).with_name("results.schema.json")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a results file, derived from :class:`ResultsFile`'s types:
+    ``results.schema.json`` holds it (a test keeps the two equal). Unknown keys are allowed, so a file
+    from a newer 1.x writer still reads; a metric may be null (a NaN metric is written as null), other
+    numbers may be null only where the type says ``| None``."""
+    defs: dict[str, Any] = {}
+    root = _schema_of(ResultsFile, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://github.com/finetune-bench/finetune-bench/results.schema.json",
+            "title": "finetune-bench results file", **defs.pop(ResultsFile.__name__), "$defs": defs} \
+        if root == {"$ref": f"#/$defs/{ResultsFile.__name__}"} else root
+
+
+def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # a placeholder first: a type may refer to itself
+            hints = typing.get_type_hints(tp)
+            props: dict[str, Any] = {}
+            required = []
+            for f in dataclasses.fields(tp):
+                if f.metadata.get("transient"):
+                    continue
+                prop = dict(f.metadata["schema"]) if "schema" in f.metadata else _schema_of(hints[f.name], defs)
+                if "enum" in f.metadata:
+                    prop = {**prop, "enum": list(f.metadata["enum"])}
+                if "const" in f.metadata:
+                    prop = {**prop, "const": f.metadata["const"]}
+                props[f.name] = prop
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    required.append(f.name)
+            doc = (tp.__doc__ or "").strip().splitlines()
+            defs[name] = {"type": "object", **({"description": doc[0]} if doc else {}), "properties": props,
+                          "required": required}
+        return {"$ref": f"#/$defs/{name}"}
+    if origin in (typing.Union, types.UnionType):
+        options = [_schema_of(a, defs) for a in typing.get_args(tp) if a is not type(None)]
+        nullable = type(None) in typing.get_args(tp)
+        if len(options) == 1 and "type" in options[0] and "$ref" not in options[0]:
+            kinds = options[0]["type"] if isinstance(options[0]["type"], list) else [options[0]["type"]]
+            return {**options[0], "type": list(dict.fromkeys([*kinds, *(["null"] if nullable else [])]))}
+        return {"anyOf": [*options, *([{"type": "null"}] if nullable else [])]}
+    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is float:  # metrics: a NaN metric is written as null
+            return {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+        if len(args) == 2 and args[1] is not Any:
+            return {"type": "object", "additionalProperties": _schema_of(args[1], defs)}
+        return {"type": "object"}
+    if origin is tuple:
+        return {"type": "array", "items": _schema_of(typing.get_args(tp)[0], defs)}
+    simple = {str: "string", int: "integer", bool: "boolean", float: "number"}
+    if tp in simple:
+        return {"type": simple[tp]}
+    return {}

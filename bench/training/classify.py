@@ -42,17 +42,17 @@ class TrainingOptions:
     """The training options every classification fine-tuning strategy shares (built-in or a plugin's,
     e.g. the baselines, LoRA): same names, so ``--epochs 2`` sets them all."""
 
-    epochs: int = _opt(3, "training epochs")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = _opt(32, "training batch size (examples per micro-batch)")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    lr: float = _opt(2e-4, "peak learning rate (AdamW)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)")
-    warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay")
-    max_length: int = _opt(128, "truncate inputs to this many tokens")
-    train_samples: int = _opt(3000, "training examples used (0: the whole training split)")
-    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)")
-    eval_batch_size: int = _opt(128, "batch size for validation and test")
+    epochs: int = _opt(3, "training epochs", ge=1)
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)", ge=0)
+    batch_size: int = _opt(32, "training batch size (examples per micro-batch)", ge=1)
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", ge=1)
+    lr: float = _opt(2e-4, "peak learning rate (AdamW)", gt=0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norms)", ge=0)
+    warmup_ratio: float = _opt(0.1, "share of steps with linear warm-up, then linear decay", ge=0, le=1)
+    max_length: int = _opt(128, "truncate inputs to this many tokens", ge=2)
+    train_samples: int = _opt(3000, "training examples used (0: the whole training split)", ge=0)
+    eval_samples: int = _opt(0, "validation and test examples used, each (0: whole splits)", ge=0)
+    eval_batch_size: int = _opt(128, "batch size for validation and test", ge=1)
     attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager, measured faster here)")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from bench import speed
 from bench.core.context import RunContext
+from bench.core.fields import check_bounds
 from bench.core.fields import option as _opt
 from bench.core.strategy import StrategyOutput
 from bench.models.layers import SYNTAX
@@ -26,33 +27,29 @@ class SftOptions:
     prompts, training and evaluation. The defaults finish on the default assets within 10 minutes on a
     2-core CPU."""
 
-    epochs: int = _opt(1, "training epochs")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = _opt(8, "training batch size (examples per micro-batch)")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step")
-    lr: float = _opt(1e-4, "peak learning rate (AdamW; 1e-4 beat 2e-4 and 3e-4 on the default data, README)")
-    weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and norms)")
-    warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay")
+    epochs: int = _opt(1, "training epochs", ge=1)
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)", ge=0)
+    batch_size: int = _opt(8, "training batch size (examples per micro-batch)", ge=1)
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", ge=1)
+    lr: float = _opt(1e-4, "peak learning rate (AdamW; 1e-4 beat 2e-4 and 3e-4 on the default data, README)", gt=0)
+    weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and norms)", ge=0)
+    warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay", ge=0, le=1)
     max_length: int = _opt(256, "prompt+response tokens kept (longer responses are cut; prompts that fill it are "
-                                "dropped)")
+                                "dropped)", ge=2)
     train_samples: int = _opt(1200, "training examples (default data: the first N of a fixed pool, balanced by "
-                                    "source; files: a seeded random subset; 0: all)")
+                                    "source; files: a seeded random subset; 0: all)", ge=0)
     eval_samples: int = _opt(300, "held-out examples (default data: the first N of a fixed pool, balanced by "
-                                  "source; files: a seeded random subset; 0: all)")
-    eval_batch_size: int = _opt(16, "batch size for held-out loss and generation")
-    max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)")
+                                  "source; files: a seeded random subset; 0: all)", ge=0)
+    eval_batch_size: int = _opt(16, "batch size for held-out loss and generation", ge=1)
+    max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)", ge=1)
     prompt_format: str = _opt("auto", "auto | chat | alpaca (auto: the chat template when the tokenizer has one)")
-    data_seed: int = _opt(0, "seed of the data split and subsets (kept fixed across --seed)")
-    test_fraction: float = _opt(0.1, "held-out share of a --dataset file or hub set without a test split")
-    show_generations: int = _opt(9, "generations (before and after) kept in the result")
+    data_seed: int = _opt(0, "seed of the data split and subsets (kept fixed across --seed)", ge=0)
+    test_fraction: float = _opt(0.1, "held-out share of a --dataset file or hub set without a test split", gt=0, lt=1)
+    show_generations: int = _opt(9, "generations (before and after) kept in the result", ge=0)
     attn_implementation: str = _opt("auto", "auto | eager | sdpa (auto: eager on CPU, sdpa on CUDA)")
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        check_bounds(self)  # the host checks first, naming the option; this catches direct construction
         more = getattr(super(), "__post_init__", None)  # the other bases' checks (ParallelOptions)
         if more is not None:
             more()

@@ -94,7 +94,7 @@ def print_table(report: dict) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=20, help="rounds: each one baseline and four current runs")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-calibrate"))
     ap.add_argument("--reuse", action="store_true", help="only evaluate the runs already in --out")

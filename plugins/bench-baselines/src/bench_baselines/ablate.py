@@ -73,7 +73,8 @@ def measure(folder: Path) -> dict[str, float | None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv, passthrough = split_passthrough(argv)
-    parser = argparse.ArgumentParser(prog="python -m bench_baselines.ablate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m bench_baselines.ablate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"ablate-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--train-samples", type=int, default=1200, help="training examples (default 1200)")

@@ -23,13 +23,13 @@ from bench.api import CLASSIFICATION_PRESETS, TRAIN_LAYERS_SYNTAX, Batch, RunCon
 @dataclass(frozen=True)
 class SeedLoopConfig:
     train_layers: str = option("all", f"what trains: {TRAIN_LAYERS_SYNTAX}")
-    epochs: int = option(3, "training epochs")
-    batch_size: int = option(12, "training batch size (the seed's 12)")
-    lr: float = option(5e-5, "Adam learning rate, constant (the seed's 5e-5)")
-    max_length: int = option(128, "truncate inputs to this many tokens (then pad all to the longest)")
-    train_samples: int = option(3000, "training examples used (0: the whole training split)")
-    eval_samples: int = option(0, "validation and test examples used, each (0: whole splits)")
-    eval_batch_size: int = option(128, "batch size for validation and test")
+    epochs: int = option(3, "training epochs", ge=1)
+    batch_size: int = option(12, "training batch size (the seed's 12)", ge=1)
+    lr: float = option(5e-5, "Adam learning rate, constant (the seed's 5e-5)", gt=0)
+    max_length: int = option(128, "truncate inputs to this many tokens (then pad all to the longest)", ge=2)
+    train_samples: int = option(3000, "training examples used (0: the whole training split)", ge=0)
+    eval_samples: int = option(0, "validation and test examples used, each (0: whole splits)", ge=0)
+    eval_batch_size: int = option(128, "batch size for validation and test", ge=1)
     attn_implementation: str = option("sdpa", "attention implementation (default: sdpa, transformers' default)")
 
 

@@ -138,7 +138,8 @@ def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv, passthrough = split_passthrough(argv)
-    parser = argparse.ArgumentParser(prog="python -m bench_baselines.speed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m bench_baselines.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".bench") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--preset", default="default", help="bench preset for every run (default: default)")
     parser.add_argument("--repeats", type=int, default=1,

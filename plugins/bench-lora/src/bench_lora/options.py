@@ -17,20 +17,14 @@ from bench.api import option as _opt
 class LoraOptions:
     """The adapter: rank, scaling, dropout, where it goes and what else trains in full."""
 
-    rank: int = _opt(8, "LoRA rank r of the update B @ A")
-    alpha: int = _opt(16, "LoRA alpha: the update is scaled by alpha / rank")
-    dropout: float = _opt(0.1, "dropout on the LoRA input")
+    rank: int = _opt(8, "LoRA rank r of the update B @ A", ge=1)
+    alpha: int = _opt(16, "LoRA alpha: the update is scaled by alpha / rank", gt=0)
+    dropout: float = _opt(0.1, "dropout on the LoRA input", ge=0, lt=1)
     target_modules: tuple[str, ...] = _opt((), "linear layers given adapters, comma-separated (default: per "
                                                "architecture: BERT/RoBERTa query,value; DistilBERT q_lin,v_lin; "
                                                "Llama q_proj,v_proj; GPT-2 c_attn)")
     modules_to_save: tuple[str, ...] = _opt((), "modules trained in full and saved with the adapter (default: "
                                                 "the new classification head; none for causal LMs)")
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"rank must be at least 1, got {self.rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,3 @@ class LoraSftConfig(SftTrainingConfig, LoraOptions):
     lr: float = _opt(2e-4, "peak learning rate (AdamW)")
     train_samples: int = _opt(800, "training examples (0: all)")
     eval_samples: int = _opt(150, "held-out examples (0: all)")
-
-    def __post_init__(self) -> None:
-        SftTrainingConfig.__post_init__(self)
-        LoraOptions.__post_init__(self)
