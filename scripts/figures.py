@@ -15,7 +15,9 @@ results file says the machine, the precision and the command that produced it, a
   ``baseline_quality``, optional ``target``, ``repeat_ratios``, ``ratio_note``; or ``mfu`` for an MFU row);
 * ``"kind": "ablation"``: variants against the strategy as shipped;
 * ``"kind": "results-files"``: rows read from bench results files (``sources``, relative to
-  docs/results/) with the formulas the harness publishes.
+  docs/results/) with the formulas the harness publishes;
+* ``"kind": "run-summary"``: one ``bench run``'s strategies from its results file (``source``): test
+  accuracy with its Wilson 95% interval over ``test_examples``, training throughput, time and memory.
 
 ``"reproduced": false`` marks figures whose run folders were not kept: the block says so, with the
 commit whose README they were transcribed from.
@@ -205,7 +207,31 @@ def render_results_files(data: dict[str, Any]) -> str:
     return f"_{head}._\n\n" + table(columns, rows)
 
 
-KINDS = {"table": render_table, "ratios": render_ratios, "ablation": render_ablation,
+def render_run_summary(data: dict[str, Any]) -> str:
+    sys.path.insert(0, str(ROOT))
+    from bench.measure.meter import timed_rate
+    from bench.results.stats import wilson_interval
+    from bench.results.store import load_results
+
+    rows = []
+    for r in load_results(RESULTS / data["source"]).results:
+        acc = r.metrics.get(r.primary_metric)
+        n = r.metric_samples.get(r.primary_metric) or data["test_examples"]
+        ci = wilson_interval(acc, n) if acc is not None else None
+        main = "extract" if r.phase("extract") is not None else "train"
+        train = [s for s in r.steps if s.phase == main]
+        phase = r.phase("train")
+        rss = max((ph.cpu_peak_rss_bytes or 0) for ph in r.phases)
+        rows.append([r.strategy, "-" if ci is None else f"{acc:.4f} [{ci.low:.3f}, {ci.high:.3f}]",
+                     f"{num(timed_rate(train, 'samples'))} ({main})",
+                     num(phase.wall_s if phase is not None else None), num(r.wall_s),
+                     f"{rss / 2**20:,.0f}"])
+    columns = ["strategy", f"test accuracy [Wilson 95%, n={data['test_examples']:,}]", "samples/s (timed steps)",
+               "train s", "total s", "peak RSS MiB"]
+    return table(columns, rows)
+
+
+KINDS = {"run-summary": render_run_summary, "table": render_table, "ratios": render_ratios, "ablation": render_ablation,
          "results-files": render_results_files}
 
 

@@ -511,3 +511,15 @@ def test_an_extra_operation_per_layer_is_reported_as_more_work(tiny_bert, sentim
     assert calls is not None and int(calls.group(2)) > int(calls.group(1)), out
     cmp = compare(load_source(tmp_path / "a"), load_source(tmp_path / "c"), thresholds_from(["throughput=off"]))
     assert [w.verdict for w in cmp.work] == ["same work"]
+
+
+def test_cpu_runs_whose_processes_got_very_different_cpu_shares_are_inconclusive():
+    """A CPU run whose process got a quarter of the CPU the other got (a neighbour's load came and went
+    between them) gives no time verdict, whatever the interval says; a modest difference still does."""
+    base = make_result(steps(55, seed=1))  # 2 CPU-seconds per second
+    starved = [dataclasses.replace(s, cpu_s=s.seconds * 0.5) for s in steps(55, factor=1.25, seed=3)]
+    tp = change(compare(source(base), source(make_result(starved), name="b")))
+    assert tp.verdict == "inconclusive" and "load differed between the runs" in tp.note
+    assert "2.00 and 0.50 CPU-seconds per second" in tp.note
+    busy = [dataclasses.replace(s, cpu_s=s.seconds * 1.6) for s in steps(55, factor=1.25, seed=3)]
+    assert change(compare(source(base), source(make_result(busy), name="b"))).verdict == "regression"

@@ -270,7 +270,10 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
         lo, hi = -math.inf, math.inf
     note = time.note or (f"unpaired: {why_unpaired}" if why_unpaired else "")
     verdict = ""
-    if threshold is not None and threshold.unit == "%":
+    overload = load_mismatch(b, c)
+    if threshold is not None and threshold.unit == "%" and overload:
+        verdict, note = VERDICT_INCONCLUSIVE, "; ".join(x for x in (note, overload) if x)
+    elif threshold is not None and threshold.unit == "%":
         verdict, extra = judge_interval(est, lo, hi, time, threshold)
         note = "; ".join(x for x in (note, extra) if x)
     elif threshold is not None:  # an absolute step-time threshold (e.g. +2ms): judge on the median steps
@@ -280,6 +283,30 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
                         threshold, time.p, verdict, note,
                         100.0 * lo if math.isfinite(lo) else None, 100.0 * hi if math.isfinite(hi) else None,
                         f"{time.method}, n={time.n}")
+
+
+LOAD_SHARE_LIMIT = 1.5  # CPU runs: the two runs' CPU shares may differ by this factor at most
+
+
+def load_mismatch(b: Entry, c: Entry) -> str:
+    """Why the time verdict cannot be trusted on a CPU, or ``""``: the two runs' processes got very different
+    shares of the CPU in their timed steps (CPU-seconds per wall second), i.e. the machine's load moved
+    between them by more than the speed index divides out (seen on a 2-core machine shared by many jobs,
+    where one baseline's process got 0.15 CPU-seconds per second and the next run 0.62)."""
+    if not all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c)):
+        return ""
+    shares = []
+    for steps in (b.steps, c.steps):
+        cpu = [x for x in steps.cpu if x is not None]
+        if not cpu or len(cpu) != len(steps.cpu) or sum(steps.seconds) <= 0:
+            return ""
+        shares.append(sum(cpu) / sum(steps.seconds))
+    low, high = sorted(shares)
+    if low > 0 and high / low <= LOAD_SHARE_LIMIT:
+        return ""
+    return (f"the machine's load differed between the runs: their processes got {shares[0]:.2f} and {shares[1]:.2f} "
+            f"CPU-seconds per second in the timed steps (more than {LOAD_SHARE_LIMIT}x apart); rerun both on a "
+            f"quieter machine")
 
 
 def judge_interval(est: float, lo: float, hi: float, time: TimeChange, threshold: Threshold) -> tuple[str, str]:
