@@ -40,9 +40,10 @@ def test_every_results_file_names_machine_precision_and_command(figures):
 
 
 def test_a_changed_figure_fails_the_check_naming_its_block(figures, tmp_path, monkeypatch):
-    page = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", page)
-    monkeypatch.setattr(figures, "pages", lambda: [page, *sorted((ROOT / "docs").glob("*.md"))])
+    page = tmp_path / "figures.md"  # the page that holds the block, copied; every other page as it is
+    shutil.copy(ROOT / "docs" / "figures.md", page)
+    others = [p for p in figures.pages() if p.name != "figures.md"]
+    monkeypatch.setattr(figures, "pages", lambda: [page, *others])
     assert figures.check() == []
     page.write_text(page.read_text().replace("| 1,244.8 | 187.2 |", "| 1,244.9 | 187.2 |"))
     (problem,) = figures.check()
@@ -54,9 +55,10 @@ def test_a_changed_figure_fails_the_check_naming_its_block(figures, tmp_path, mo
 def test_a_block_without_a_results_file_and_a_results_file_without_a_block_are_named(figures, tmp_path,
                                                                                     monkeypatch):
     page = tmp_path / "page.md"
-    text = (ROOT / "README.md").read_text().replace("figures:h200-shapes", "figures:h200-nowhere")
+    text = (ROOT / "docs" / "shapes.md").read_text().replace("figures:h200-shapes", "figures:h200-nowhere")
     page.write_text(text)
-    monkeypatch.setattr(figures, "pages", lambda: [page, *sorted((ROOT / "docs").glob("*.md"))])
+    others = [p for p in figures.pages() if p.name != "shapes.md"]
+    monkeypatch.setattr(figures, "pages", lambda: [page, *others])
     problems = figures.check()
     assert any("block 'h200-nowhere': no results file docs/results/h200-nowhere.json" in p for p in problems)
     assert any("docs/results/h200-shapes.json: no page has a block" in p for p in problems)
