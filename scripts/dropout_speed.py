@@ -34,7 +34,7 @@ def seconds(fn: Callable[[Any], Any], x: Any, calls: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared machine, more "

@@ -286,7 +286,7 @@ def check() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each block that differs")
     ap.add_argument("--list", action="store_true", help="list the blocks and their results files")
     args = ap.parse_args(argv)

@@ -162,7 +162,7 @@ def test_names_through_a_wrapper_module_still_match(kit, tmp_path):
         ("no-steps", ["no step was measured; wrap each optimizer step"]),
         ("raise", ["the run failed: ValueError: kit failure: the data was bad", "raise ValueError"]),
         ("nan", ["metric 'test_loss' is nan; every metric must be a finite float"]),
-        ("no-primary", ["primary_metric 'test_accuracy' is not among the metrics (accuracy)"]),
+        ("no-primary", ["the primary metric 'test_accuracy' is missing (metrics: accuracy)"]),
         ("params", ["params.trainable is 30 with total 26", "params.grad_bytes is -1"]),
         ("unserialisable", ["extra['model'] (Sequential", "not JSON-serialisable"]),
     ],

@@ -115,7 +115,8 @@ def is_sharded(model: Any) -> bool:
         return False
     from torch.distributed.fsdp import FSDPModule
 
-    return any(isinstance(m, FSDPModule) for m in model.modules())
+    modules = getattr(model, "modules", None)  # a duck-typed model (a test's scripted LM) holds no FSDP module
+    return modules is not None and any(isinstance(m, FSDPModule) for m in modules())
 
 
 def no_grad(model: Any) -> contextlib.AbstractContextManager[Any]:
