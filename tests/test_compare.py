@@ -523,3 +523,11 @@ def test_cpu_runs_whose_processes_got_very_different_cpu_shares_are_inconclusive
     assert "2.00 and 0.50 CPU-seconds per second" in tp.note
     busy = [dataclasses.replace(s, cpu_s=s.seconds * 1.6) for s in steps(55, factor=1.25, seed=3)]
     assert change(compare(source(base), source(make_result(busy), name="b"))).verdict == "regression"
+
+
+def test_a_time_estimate_that_underflows_to_minus_100_percent_gives_no_figure_and_no_crash():
+    """One step 1e14 s long against one of 0.01 s: the log ratio's expm1 is exactly -1.0 (found by hypothesis)."""
+    base = make_result([dataclasses.replace(steps(1)[0], seconds=1.9e14, cpu_s=None)])
+    cur = make_result([dataclasses.replace(steps(1)[0], seconds=0.01, cpu_s=None)])
+    tp = change(compare(source(base), source(cur, name="b")))
+    assert tp.verdict == "inconclusive" and tp.change is None and tp.low is None and tp.high is None

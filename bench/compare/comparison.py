@@ -264,7 +264,7 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
                             "no timed step samples on one side")
     inverse = spec.better == "higher"  # throughput and tokens/s fall as time rises
     lo_t, hi_t = time.low, time.high
-    est, lo, hi = ((1 / (1 + time.estimate) - 1, 1 / (1 + hi_t) - 1, 1 / (1 + lo_t) - 1) if inverse else
+    est, lo, hi = ((_inverse(time.estimate), _inverse(hi_t), _inverse(lo_t)) if inverse else
                    (time.estimate, lo_t, hi_t))
     if not (math.isfinite(lo_t) and math.isfinite(hi_t)):  # no interval (too few steps): none after inverting
         lo, hi = -math.inf, math.inf
@@ -283,6 +283,12 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
                         threshold, time.p, verdict, note,
                         100.0 * lo if math.isfinite(lo) else None, 100.0 * hi if math.isfinite(hi) else None,
                         f"{time.method}, n={time.n}")
+
+
+def _inverse(change: float) -> float:
+    """The relative change of a rate whose time per unit changed by ``change`` (+25% time: -20% rate); a time
+    change of -100% or below (an estimate that underflowed, or an unbounded interval) is an unbounded rate."""
+    return 1 / (1 + change) - 1 if 1 + change > 0 else math.inf
 
 
 LOAD_SHARE_LIMIT = 1.5  # CPU runs: the two runs' CPU shares may differ by this factor at most
