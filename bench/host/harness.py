@@ -31,7 +31,7 @@ from bench.core.config import BenchConfig, PluginSpec
 from bench.core.errors import BenchError, UsageError
 from bench.core.fields import field_help, field_types
 from bench.core.plain import to_data
-from bench.host import runfolders
+from bench.host import estimate, runfolders
 from bench.host.config import make_config, strategy_config, unknown_override_strategies
 from bench.host.options import OptionParser
 from bench.host.plugins import PluginHost
@@ -160,6 +160,13 @@ class Harness:
         self.session = session = Session(config.out_dir, machine,
                                          lambda r: self.hook.bench_result_ready(config=config, result=r))
         session.save()
+        keys = {name: self._run_key(name, config) for name in names}
+        record = self._runtime_record(peak)
+        if say is not None:
+            guess = estimate.estimate([(n, keys[n]) for n in names], estimate.read_record(record) if record else {},
+                                      preset=config.preset, device=config.device, peak_flops=peak.flops,
+                                      custom=_custom_sizes(config), repeats=config.repeats)
+            say(guess.line(peak.flops))
         for repeat in range(config.repeats):  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
             run_config = dataclasses.replace(config, seed=config.seed + repeat)
             for name in names:
@@ -176,7 +183,28 @@ class Harness:
                                               "KeyboardInterrupt", time.perf_counter() - started, run_dir=run_dir))
                     raise
                 session.add(dataclasses.replace(result, repeat=repeat))
+                if record is not None and result.passed and keys[name]:
+                    estimate.add_to_record(record, keys[name], time.perf_counter() - started)
         return session
+
+    def _run_key(self, name: str, config: BenchConfig) -> str:
+        try:
+            cfg = strategy_config(self.registry.get(name).strategy, config)
+        except BenchError:
+            return ""  # the run fails with this error in its row; nothing to estimate or record
+        return estimate.run_key(name, cfg, config.settings())
+
+    def _runtime_record(self, peak: Peak) -> Path | None:
+        """This machine's record of run times (None: no fingerprint to file it under)."""
+        from bench.data.assets import cache_dir
+
+        return estimate.record_path(cache_dir(), peak.fingerprint) if peak.fingerprint else None
+
+
+def _custom_sizes(config: BenchConfig) -> bool:
+    """True when the run's work is not a preset's own (options, another model or data, shape-only)."""
+    return bool(config.strategy_values or config.strategy_overrides or config.model or config.dataset
+                or config.random_weights or config.seq_len)
 
 
 def strategy_fields(registry: StrategyRegistry, parser: OptionParser) -> dict[str, StrategyField]:

@@ -22,7 +22,8 @@ from bench.speed import SpeedOptions
 class SftOptions:
     """The options every sft-style strategy shares (``sft``, ``lora-sft``, ``hf-trainer-sft``): data,
     prompts, training and evaluation. The defaults finish on the default assets within 10 minutes on a
-    2-core CPU."""
+    2-core AVX2-only CPU in fp32 (400 training examples: 50 steps; 150 held-out; measured in
+    docs/cpu-presets.md; 1,200 and 300 took 25 minutes there)."""
 
     epochs: int = _opt(1, "training epochs")
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)")
@@ -33,9 +34,9 @@ class SftOptions:
     warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay")
     max_length: int = _opt(256, "prompt+response tokens kept (longer responses are cut; prompts that fill it are "
                                 "dropped)")
-    train_samples: int = _opt(1200, "training examples (default data: the first N of a fixed pool, balanced by "
-                                    "source; files: a seeded random subset; 0: all)")
-    eval_samples: int = _opt(300, "held-out examples (default data: the first N of a fixed pool, balanced by "
+    train_samples: int = _opt(400, "training examples (default data: the first N of a fixed pool, balanced by "
+                                   "source; files: a seeded random subset; 0: all)")
+    eval_samples: int = _opt(150, "held-out examples (default data: the first N of a fixed pool, balanced by "
                                   "source; files: a seeded random subset; 0: all)")
     eval_batch_size: int = _opt(16, "batch size for held-out loss and generation")
     max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)")
