@@ -62,9 +62,21 @@ class FakeClock:
 
 def _activity(clock: FakeClock) -> tuple[progress.Activity, list[str]]:
     lines: list[str] = []
-    act = progress.Activity(clock=clock, write=lines.append, force=True)
+    act = progress.Activity(clock=clock, write=lines.append, heartbeat_s=30.0, force=True)
     act.label = "all-layers"
     return act, lines
+
+
+def test_the_default_heartbeat_comes_within_30_seconds_of_silence():
+    clock = FakeClock()
+    lines: list[str] = []
+    act = progress.Activity(clock=clock, write=lines.append, force=True)  # the default interval
+    act.label = "sft"
+    for _ in range(29):  # the heartbeat thread ticks every second
+        clock.advance(1.0)
+        act.tick()
+    assert lines == ["bench: sft: starting"]  # before any phase: the run process is starting
+    assert progress.HEARTBEAT_S + progress.Heartbeat(act).every_s <= 30
 
 
 def test_phase_start_and_end_lines_carry_elapsed_rate_and_time_left():

@@ -76,7 +76,7 @@ def note(message: str) -> None:
 # Plain progress lines: for logs without a TTY (CI, nohup, | tee), where no bar is drawn.
 # -------------------------------------------------------------------------------------------------
 
-HEARTBEAT_S = 30.0  # the longest silence in a phase: a status line at least this often
+HEARTBEAT_S = 25.0  # silence before a heartbeat line: checked every second, so a line at least every ~26 s
 
 
 def lines_enabled() -> bool:
@@ -117,6 +117,7 @@ class Activity:
         self._expected: dict[str, int] = {}
         self._done_steps: dict[str, int] = {}
         self._loop: tuple[str, int, int | None, float] | None = None  # desc, done, total, started
+        self._phases_seen = 0
 
     # -- what the meter and bars report ----------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Activity:
         with self._lock:
             now = self.clock()
             self._phase, self._phase_started, self._phase_steps, self._phase_samples = phase, now, 0, 0
+            self._phases_seen += 1
             self._loop = None
             expected = self._expected.get(phase)
             done = self._done_steps.get(phase, 0)
@@ -180,7 +182,7 @@ class Activity:
         if now - self._last_line < self.heartbeat_s:
             return
         if self._phase is None:
-            self._emit(now, "working")
+            self._emit(now, "between phases" if self._done_steps or self._phases_seen else "starting")
             return
         elapsed = now - self._phase_started
         parts = [f"{self._phase} {duration(elapsed)}"]
@@ -255,7 +257,7 @@ class Heartbeat:
     """A daemon thread that asks the activity for a heartbeat every few seconds, so a long step, a model
     load or a solver with no loop still shows a line at least every :data:`HEARTBEAT_S` seconds."""
 
-    def __init__(self, target: Activity, every_s: float = 5.0) -> None:
+    def __init__(self, target: Activity, every_s: float = 1.0) -> None:
         self.target = target
         self.every_s = every_s
         self._stop = threading.Event()

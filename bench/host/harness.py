@@ -233,10 +233,12 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
     result_file = runfolders.result_path(run_dir)
     result_file.unlink(missing_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir)), name=f"bench-{name}")
+    alive = ctx.Event()  # set by the run process once it reports its own progress
+    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), alive), name=f"bench-{name}")
     started = time.perf_counter()
     proc.start()
     try:
+        _starting(proc, alive, name)
         proc.join()
     except KeyboardInterrupt:
         proc.terminate()
@@ -252,15 +254,28 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
     return failed_result(config, name, _death(proc.exitcode), "ProcessDied", wall, run_dir=run_dir)
 
 
-def child_main(config: BenchConfig, name: str, run_dir: str) -> None:
+def _starting(proc: Any, alive: Any, name: str) -> None:
+    """While a run process starts (interpreter, imports: a minute on a busy 2-core machine) and before it
+    reports for itself, the host keeps the log alive: a line every heartbeat interval, where lines are on."""
+    activity = progress.Activity()
+    activity.label = name
+    while proc.is_alive() and not alive.wait(1.0):
+        activity.tick()
+
+
+def child_main(config: BenchConfig, name: str, run_dir: str, alive: Any = None) -> None:
     """Entry point of a run process: set up as the host did, run one strategy, write its result."""
     config = dataclasses.replace(config, in_run_process=True)
     folder = Path(run_dir)
     try:
-        harness = Harness(config.plugins, debug=config.debug)
-        with harness.configured(config):
-            result = execute(harness, name, folder)
-            write_json_atomic(runfolders.result_path(folder), to_data(result))
+        progress.configure(quiet=config.quiet)
+        with progress.tracking(name):  # plugin loading and setup are covered too
+            if alive is not None:
+                alive.set()
+            harness = Harness(config.plugins, debug=config.debug)
+            with harness.configured(config):
+                result = execute(harness, name, folder)
+                write_json_atomic(runfolders.result_path(folder), to_data(result))
         return
     except KeyboardInterrupt:
         sys.exit(130)
