@@ -102,6 +102,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BENCH_PLUGINS", raising=False)
     monkeypatch.delenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.setenv("BENCH_PROGRESS", "0")
+    monkeypatch.setenv("BENCH_RUNTIMES_DIR", str(tmp_path / "runtimes"))  # no test adds to the user's run-time record
     monkeypatch.delenv("BENCH_QUIET", raising=False)  # `bench -q` sets it; restored after each test
 
 

@@ -136,3 +136,19 @@ def test_fused_attention_kernels_counted_with_grouped_query_heads():
     assert torch.ops.aten._scaled_dot_product_flash_attention_backward in mapping
     formula = mapping[torch.ops.aten._scaled_dot_product_flash_attention]
     assert formula((1, 32, 16, 8), (1, 8, 16, 8), (1, 8, 16, 8)) == 2 * 2 * 32 * 16 * 16 * 8
+
+
+def test_torch_tb_profiler_and_tensorboard_are_base_dependencies():
+    """The first command of the README (`pip install -e .`) installs what reads the traces and scalars."""
+    import re
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert {"torch-tb-profiler", "tensorboard"} <= base
+    import torch_tb_profiler  # noqa: F401  (installed with the base install, not an extra)
+    from torch.utils.tensorboard import SummaryWriter  # noqa: F401

@@ -44,3 +44,163 @@ def test_quiet_mode_holds_while_configured_and_is_restored_after(monkeypatch):
     with harness.configured(BenchConfig(quiet=True)):
         assert progress.enabled() is False
     assert progress.enabled() is True
+
+
+# -- plain progress lines (no TTY): driven by a fake clock, never by real time ------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _activity(clock: FakeClock) -> tuple[progress.Activity, list[str]]:
+    lines: list[str] = []
+    act = progress.Activity(clock=clock, write=lines.append, heartbeat_s=30.0, force=True)
+    act.label = "all-layers"
+    return act, lines
+
+
+def test_the_default_heartbeat_comes_within_30_seconds_of_silence():
+    clock = FakeClock()
+    lines: list[str] = []
+    act = progress.Activity(clock=clock, write=lines.append, force=True)  # the default interval
+    act.label = "sft"
+    for _ in range(29):  # the heartbeat thread ticks every second
+        clock.advance(1.0)
+        act.tick()
+    assert lines == ["bench: sft: starting"]  # before any phase: the run process is starting
+    assert progress.HEARTBEAT_S + progress.Heartbeat(act).every_s <= 30
+
+
+def test_phase_start_and_end_lines_carry_elapsed_rate_and_time_left():
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    act.expect("train", 10)
+    act.phase_started("train")
+    assert lines == ["bench: all-layers: train started (10 steps)"]
+    for _ in range(4):
+        clock.advance(2.0)
+        act.step_done(samples=32)
+    act.phase_ended()  # an epoch of 4 steps: 8 s, 16 samples/s; 6 steps left at 2 s each
+    assert lines[-1] == "bench: all-layers: train done in 8s, 4 steps, 16.0 samples/s, ~12s of train left"
+    act.phase_started("train")  # the next epoch says where it resumes
+    assert lines[-1] == "bench: all-layers: train started (step 5 of 10)"
+
+
+def test_heartbeat_at_most_every_30_seconds_in_a_long_phase():
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    act.expect("train", 100)
+    act.phase_started("train")
+    for _ in range(40):  # 40 steps of 3 s: 120 s
+        clock.advance(3.0)
+        act.step_done(samples=8)
+    beats = [line for line in lines if "step " in line and "started" not in line]
+    assert len(beats) == 4  # at 30, 60, 90, 120 s: never two within 30 s
+    assert beats[0] == "bench: all-layers: train 30s, step 10/100, 2.7 samples/s, ~4m30s left"
+    assert beats[-1].startswith("bench: all-layers: train 2m00s, step 40/100")
+
+
+def test_heartbeat_between_steps_comes_from_tick_and_reports_the_loop():
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    act.phase_started("eval")
+    act.loop_item("generate (before)", 0, 20)
+    clock.advance(20.0)
+    act.loop_item("generate (before)", 5, 20)
+    act.tick()
+    assert len(lines) == 1  # 20 s of silence: no heartbeat yet
+    clock.advance(15.0)
+    act.tick()  # what the heartbeat thread does while a long step or a model load runs
+    assert lines[-1] == "bench: all-layers: eval 35s, generate (before) 5/20, ~1m45s left"
+    clock.advance(31.0)
+    act.tick()
+    assert len(lines) == 3
+
+
+def test_a_phase_without_steps_or_loop_says_the_time_left_is_unknown():
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    act.phase_started("setup")
+    clock.advance(45.0)
+    act.tick()
+    assert lines[-1] == "bench: all-layers: setup 45s, time left unknown"
+    clock.advance(1.0)
+    act.phase_ended()
+    assert lines[-1] == "bench: all-layers: setup done in 46s"
+
+
+def test_bars_feed_the_activity_when_no_bar_is_drawn(monkeypatch):
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    monkeypatch.setattr(progress, "_activity", act)
+    act.phase_started("eval")
+    for _ in progress.bar(range(4), desc="eval", total=4):
+        clock.advance(10.0)
+    assert lines[-1] == "bench: all-layers: eval 30s, eval 3/4, ~10s left"
+
+
+def test_lines_are_off_when_quiet_or_when_bars_are_drawn(monkeypatch):
+    monkeypatch.setenv("BENCH_PROGRESS", "0")
+    assert progress.lines_enabled() is True
+    monkeypatch.setenv("BENCH_PROGRESS", "1")
+    assert progress.lines_enabled() is False  # the bars show progress there
+    monkeypatch.setenv("BENCH_PROGRESS", "0")
+    progress.configure(quiet=True)
+    try:
+        assert progress.lines_enabled() is False
+        lines: list[str] = []
+        act = progress.Activity(clock=FakeClock(), write=lines.append)
+        act.phase_started("train")
+        act.phase_ended()
+        assert lines == []
+    finally:
+        progress.configure(quiet=False)
+
+
+def test_meter_phases_and_steps_report_to_the_tracked_activity():
+    from bench.measure.meter import Meter
+
+    clock = FakeClock()
+    act, lines = _activity(clock)
+    meter = Meter("cpu", warmup_steps=0)
+    with progress.tracking("toy", activity_=act, heartbeat=False):
+        meter.expect_steps("train", 2)
+        with meter.phase("train"):
+            for _ in range(2):
+                with meter.step(samples=4):
+                    clock.advance(1.0)
+    assert lines[0] == "bench: toy: train started (2 steps)"
+    assert lines[-1].startswith("bench: toy: train done in 2s, 2 steps, 4.0 samples/s")
+    assert progress.activity() is not act  # restored after the block
+
+
+def test_run_prints_phase_lines_and_an_estimate_without_a_tty(toy_dir, tmp_path, capsys):
+    assert main(["run", "--plugins-dir", str(toy_dir), "-s", "toy-a", "--no-isolate",
+                 "--out", str(tmp_path / "o"), "-p", "no:profiler"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "estimate: none yet for toy-a" in out  # never run here, and no reference for a toy
+    assert "bench: toy-a: train started" in out and "bench: toy-a: train done in" in out
+
+
+def test_quiet_run_prints_no_progress_lines(toy_dir, tmp_path, capsys):
+    assert main(["-q", "run", "--plugins-dir", str(toy_dir), "-s", "toy-a", "--no-isolate",
+                 "--out", str(tmp_path / "o"), "-p", "no:profiler"]) == 0
+    captured = capsys.readouterr()
+    assert "bench: toy-a:" not in captured.err + captured.out and "estimate:" not in captured.err + captured.out
+
+
+def test_the_second_run_is_estimated_from_this_machines_record(toy_dir, tmp_path, capsys):
+    args = ["run", "--plugins-dir", str(toy_dir), "-s", "toy-a", "--no-isolate", "-p", "no:profiler"]
+    assert main([*args, "--out", str(tmp_path / "o1")]) == 0
+    assert "estimate: none yet" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 0
+    assert "(median of 1 earlier run here)" in capsys.readouterr().err

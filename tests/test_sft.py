@@ -447,3 +447,13 @@ def test_sft_on_default_assets_small(tmp_path, capsys):
     assert set(extra["data"]["sources"]) == {"rotten-tomatoes", "vader-movie-reviews", "arithmetic"}
     assert "exact_match_after_arithmetic" in result["metrics"]
     assert result["params"]["total"] == 134_515_008
+
+
+@pytest.mark.assets
+@pytest.mark.slow
+def test_sft_smoke_preset_learns_on_the_default_assets(tmp_path):
+    """The smoke preset is a sanity check that sees learning: exact match after above the zero-shot figure."""
+    assert main(["run", "-s", "sft", "--preset", "smoke", "--no-isolate", "-p", "no:profiler",
+                 "--out", str(tmp_path / "o")]) == 0
+    metrics = json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]["metrics"]
+    assert metrics["exact_match_after"] > metrics["exact_match_before"], metrics

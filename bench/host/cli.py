@@ -117,7 +117,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "list":
         return cmd_list(harness, args.plugins)
     if args.command == "report":
-        return cmd_report(harness, args.results, args.format, args.plot, args.output, args.raw)
+        return cmd_report(harness, args.results, args.format, args.plot, args.output, args.raw, args.html)
     if args.command in ("run", "plan"):
         config = run_config(harness, args, rest, settings, quiet=pre.quiet)
         if args.command == "plan":
@@ -187,6 +187,8 @@ def _build_parser(harness: Harness | None) -> ArgumentParser:
     rep_p.add_argument("--plot", metavar="FILE", help="draw accuracy against training time (PNG/SVG/PDF)")
     rep_p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     rep_p.add_argument("--raw", action="store_true", help="one row per run, where repeats would be summarised")
+    rep_p.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: machine, provenance, "
+                                                      "every table, the plots, links to the traces")
     assets_p = sub.add_parser("assets", help="show or prefetch the embedded default models and data")
     assets_p.add_argument("action", choices=("list", "pull"), help="list: cache state; pull: fetch what is missing")
     assets_p.add_argument("names", nargs="*", help="assets to pull (default: all)")
@@ -406,7 +408,7 @@ def _split_resume(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str | None,
-               output: str | None, raw: bool = False) -> int:
+               output: str | None, raw: bool = False, html_path: str | None = None) -> int:
     import dataclasses
 
     from bench.results.plot import plot
@@ -429,6 +431,11 @@ def cmd_report(harness: Harness, paths: Sequence[str], fmt: str, plot_path: str 
         print(text, end="")
     if plot_path:
         print(f"plot written to {plot(results, Path(plot_path))}", file=sys.stderr)
+    if html_path:
+        from bench.results.html import render_html, write_html
+
+        page = render_html(results, sections, [f.machine for f in files], list(paths))
+        print(f"HTML report written to {write_html(Path(html_path), page)}", file=sys.stderr)
     return 0
 
 

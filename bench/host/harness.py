@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 
 from bench.core import progress
 from bench.core.config import BenchConfig, PluginSpec
-from bench.core.errors import UsageError
+from bench.core.errors import BenchError, UsageError
 from bench.core.fields import field_help, field_types
 from bench.core.plain import to_data
-from bench.host import launch, processes, runfolders
+from bench.host import estimate, launch, processes, runfolders
 from bench.host.config import make_config, strategy_config, unknown_override_strategies
 from bench.host.options import OptionParser
 from bench.host.plugins import PluginHost
@@ -241,6 +241,13 @@ class Harness:
                                          else None, write=main, kept=kept, created_utc=created_utc,
                                          invocation={"argv": list(config.argv)} if config.argv else {})
         session.save()
+        keys = {name: self._run_key(name, config) for name in names}
+        record = self._runtime_record(peak) if main else None
+        if say is not None:
+            guess = estimate.estimate([(n, keys[n]) for n in names], estimate.read_record(record) if record else {},
+                                      preset=config.preset, device=config.device, peak_flops=peak.flops,
+                                      custom=_custom_sizes(config), repeats=config.repeats)
+            say(guess.line(peak.flops))
         if jobs is None:  # interleaved: A B C, A B C, ... so a slow minute hits no one alone
             jobs = [(name, repeat) for repeat in range(config.repeats) for name in names]
         plan = [Planned(name, repeat, dataclasses.replace(config, seed=config.seed + repeat)) for name, repeat in jobs]
@@ -250,7 +257,10 @@ class Harness:
         for item in plan:
             name = item.name
             if not settings.launches:
-                self._run_one(session, item, item.label(name), on_start, distributed=False)
+                began = time.perf_counter()
+                result = self._run_one(session, item, item.label(name), on_start, distributed=False)
+                if record is not None and result.passed and keys[name]:
+                    estimate.add_to_record(record, keys[name], time.perf_counter() - began)
                 continue
             if not self.parallel_capable(name):
                 self._run_one(session, item, item.label(f"{name} (no parallel option: one process)"), on_start,
@@ -266,7 +276,7 @@ class Harness:
         return session
 
     def _run_one(self, session: Session, item: Planned, label: str, on_start: Callable[[str], None] | None, *,
-                 distributed: bool) -> None:
+                 distributed: bool) -> RunResult:
         config, name = item.config, item.name
         if on_start is not None:
             on_start(label)
@@ -284,7 +294,9 @@ class Harness:
                 failed_result(config, name, f"stopped by {what}{_phase_of(run_dir)}", INTERRUPTED,
                               time.perf_counter() - started, run_dir=run_dir), repeat=item.repeat))
             raise
-        session.add(dataclasses.replace(result, repeat=item.repeat))
+        result = dataclasses.replace(result, repeat=item.repeat)
+        session.add(result)
+        return result
 
     def parallel_capable(self, name: str) -> bool:
         """Whether strategy ``name`` can run as a torch.distributed job: its config has a ``parallel`` option
@@ -292,6 +304,25 @@ class Harness:
         from bench.training.parallel import is_parallel_config
 
         return is_parallel_config(self.registry.get(name).strategy.config_class)
+
+    def _run_key(self, name: str, config: BenchConfig) -> str:
+        try:
+            cfg = strategy_config(self.registry.get(name).strategy, config)
+        except BenchError:
+            return ""  # the run fails with this error in its row; nothing to estimate or record
+        return estimate.run_key(name, cfg, config.settings())
+
+    def _runtime_record(self, peak: Peak) -> Path | None:
+        """This machine's record of run times (None: no fingerprint to file it under)."""
+        from bench.data.assets import cache_dir
+
+        return estimate.record_path(cache_dir(), peak.fingerprint) if peak.fingerprint else None
+
+
+def _custom_sizes(config: BenchConfig) -> bool:
+    """True when the run's work is not a preset's own (options, another model or data, shape-only)."""
+    return bool(config.strategy_values or config.strategy_overrides or config.model or config.dataset
+                or config.random_weights or config.seq_len)
 
 
 def strategy_fields(registry: StrategyRegistry, parser: OptionParser) -> dict[str, StrategyField]:
@@ -322,12 +353,14 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
     result_file = runfolders.result_path(run_dir)
     result_file.unlink(missing_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), os.getpid()), name=f"bench-{name}")
+    alive = ctx.Event()  # set by the run process once it reports its own progress
+    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), os.getpid(), alive), name=f"bench-{name}")
     timeout = float(config.getoption("timeout") or 0) or None
     started = time.perf_counter()
     proc.start()
     try:
-        proc.join(timeout)
+        _starting(proc, alive, name, None if timeout is None else started + timeout)
+        proc.join(None if timeout is None else max(0.0, started + timeout - time.perf_counter()))
     except BaseException:
         processes.stop(proc)
         raise
@@ -348,17 +381,34 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
                          f"{_phase_of(run_dir)}", "ProcessDied", wall, run_dir=run_dir)
 
 
-def child_main(config: BenchConfig, name: str, run_dir: str, parent_pid: int | None = None) -> None:
+def _starting(proc: Any, alive: Any, name: str, deadline: float | None) -> None:
+    """While a run process starts (interpreter, imports: a minute on a busy 2-core machine) and before it
+    reports for itself, the host keeps the log alive: a line every heartbeat interval, where lines are on.
+    Returns at ``deadline`` (a ``time.perf_counter`` value; the caller's --timeout) at the latest."""
+    activity = progress.Activity()
+    activity.label = name
+    while proc.is_alive() and not alive.wait(1.0):
+        if deadline is not None and time.perf_counter() >= deadline:
+            return
+        activity.tick()
+
+
+def child_main(config: BenchConfig, name: str, run_dir: str, parent_pid: int | None = None,
+               alive: Any = None) -> None:
     """Entry point of a run process: set up as the host did, run one strategy, write its result."""
     processes.become_run_process(parent_pid or os.getppid(), config.getoption("max_memory"))
     config = dataclasses.replace(config, in_run_process=True)
     folder = Path(run_dir)
     runfolders.write_status(folder, "starting")
     try:
-        harness = Harness(config.plugins, debug=config.debug)
-        with harness.configured(config):
-            result = execute(harness, name, folder)
-            write_json_atomic(runfolders.result_path(folder), to_data(result))
+        progress.configure(quiet=config.quiet)
+        with progress.tracking(name):  # plugin loading and setup are covered too
+            if alive is not None:
+                alive.set()
+            harness = Harness(config.plugins, debug=config.debug)
+            with harness.configured(config):
+                result = execute(harness, name, folder)
+                write_json_atomic(runfolders.result_path(folder), to_data(result))
         return
     except KeyboardInterrupt:
         sys.exit(130)

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.core import progress
 from bench.core.config import BenchConfig
 from bench.core.context import RunContext
 from bench.core.dist import DistContext
@@ -86,7 +87,8 @@ def execute(harness: Harness, name: str, run_dir: Path, config: BenchConfig | No
             profiler = hook.bench_make_profiler(run=run)
             if profiler is not None:
                 meter.profiler = profiler
-            output = hook.bench_run_strategy(run=run)
+            with progress.tracking(name):
+                output = hook.bench_run_strategy(run=run)
             if output is None:
                 raise RuntimeError(f"no plugin ran strategy {name!r} (bench_run_strategy returned None)")
         except Exception as exc:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
+from bench.core import progress
 from bench.core.strategy import ParamCounts
 from bench.measure.energy import EnergyCounter
 from bench.measure.work import WorkCounts
@@ -135,6 +136,7 @@ class Meter:
             cuda.reset_peak_memory_stats()
         self.rss_resettable = _reset_peak_rss()
         energy_start = self._read_energy()
+        progress.activity().phase_started(name)
         start = time.perf_counter()
         try:
             yield
@@ -160,6 +162,7 @@ class Meter:
             self._phase = None
             if self.on_phase is not None:
                 self.on_phase(None)
+            progress.activity().phase_ended()
 
     def _record(self, new: PhaseMeasure) -> None:
         for i, old in enumerate(self.phases):
@@ -206,6 +209,7 @@ class Meter:
         reference = self.speed_index.probe() if self.speed_index is not None and kind == "timed" else None
         self.steps.append(StepSample(kind, seconds, int(samples), int(tokens), self._phase,
                                      int(tokens if input_tokens is None else input_tokens), reference, cpu_seconds))
+        progress.activity().step_done(samples)
         if kind == "profiled":
             self.profiler.step()
             if index + 1 == self.warmup_steps + self.profiler.window_steps:
@@ -237,6 +241,7 @@ class Meter:
         """Announce how many steps ``phase`` will take: when warm-up plus the profiler's window would
         leave no step to time, that phase is not profiled (timed steps come first)."""
         self._expected[phase] = int(steps)
+        progress.activity().expect(phase, int(steps))
 
     def _kind(self, index: int) -> str:
         if index < self.warmup_steps:

@@ -1,7 +1,7 @@
 """The built-in ``tensorboard`` plugin: per-step loss, learning rate and throughput as TensorBoard
 scalars, in the run folder's ``profile/`` beside the profiler's traces, so one ``tensorboard --logdir
-<out>`` shows the curves beside the traces. Needs the ``tensorboard`` package (``finetune-bench[profile]``);
-without it the plugin says so once and writes nothing. ``-p no:tensorboard`` turns it off.
+<out>`` shows the curves beside the traces. Needs the ``tensorboard`` package (a base dependency);
+without it (an install that skipped dependencies) the plugin says so once and writes nothing. ``-p no:tensorboard`` turns it off.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def bench_run_finished(run: Any, result: Any) -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print("bench: tensorboard is not installed; no scalars written (pip install 'finetune-bench[profile]')",
+        print("bench: tensorboard is not installed; no scalars written (it is a dependency of "
+              "finetune-bench: reinstall it, e.g. pip install -e .)",
               file=sys.stderr)
         return
     run.profile_dir.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,9 @@ from bench.training.parallel import ParallelOptions
 @dataclass(frozen=True)
 class SftOptions:
     """The options every sft-style strategy shares (``sft``, ``lora-sft``, ``hf-trainer-sft``): data,
-    prompts, training and evaluation. On the default assets the defaults took 354 s on a 2-core CPU with
-    native bf16, but 1,504 s on an AVX2-only fp32 one (issue 17 resizes them; not merged yet)."""
+    prompts, training and evaluation. The defaults finish on the default assets within 10 minutes on a
+    2-core AVX2-only CPU in fp32 (400 training examples: 50 steps; 150 held-out; measured in
+    docs/cpu-presets.md; 1,200 and 300 took 25 minutes there)."""
 
     epochs: int = _opt(1, "training epochs", ge=1)
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)", ge=0)
@@ -36,9 +37,9 @@ class SftOptions:
     warmup_ratio: float = _opt(0.05, "share of steps with linear warm-up, then linear decay", ge=0, le=1)
     max_length: int = _opt(256, "prompt+response tokens kept (longer responses are cut; prompts that fill it are "
                                 "dropped)", ge=2)
-    train_samples: int = _opt(1200, "training examples (default data: the first N of a fixed pool, balanced by "
-                                    "source; files: a seeded random subset; 0: all)", ge=0)
-    eval_samples: int = _opt(300, "held-out examples (default data: the first N of a fixed pool, balanced by "
+    train_samples: int = _opt(400, "training examples (default data: the first N of a fixed pool, balanced by "
+                                   "source; files: a seeded random subset; 0: all)", ge=0)
+    eval_samples: int = _opt(150, "held-out examples (default data: the first N of a fixed pool, balanced by "
                                   "source; files: a seeded random subset; 0: all)", ge=0)
     eval_batch_size: int = _opt(16, "batch size for held-out loss and generation", ge=1)
     max_new_tokens: int = _opt(8, "greedy generation length for exact match (answers are a word or a number)", ge=1)
