@@ -393,3 +393,21 @@ def test_smollm2_dequantised_folder_loads_and_is_reused(real: Path, monkeypatch:
     output = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     answer = tokenizer.decode(output[0][prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_the_gguf_conversion_bar_is_silenced_where_no_bars_are_drawn(monkeypatch):
+    # transformers draws it with plain tqdm, ignoring disable_progress_bar(): in a CI log it wrote one
+    # carriage-return line of 272 updates into the middle of the progress lines.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from bench.core import progress
+
+    drawn = gguf_utils.tqdm
+    monkeypatch.setattr(progress, "enabled", lambda: False)
+    with assets._gguf_bar_unless_drawn():
+        items = [1, 2, 3]
+        assert gguf_utils.tqdm(items, desc="x") is items
+    assert gguf_utils.tqdm is drawn
+    monkeypatch.setattr(progress, "enabled", lambda: True)
+    with assets._gguf_bar_unless_drawn():
+        assert gguf_utils.tqdm is drawn  # on a TTY the bar stays

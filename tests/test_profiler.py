@@ -152,3 +152,24 @@ def test_torch_tb_profiler_and_tensorboard_are_base_dependencies():
     assert {"torch-tb-profiler", "tensorboard"} <= base
     import torch_tb_profiler  # noqa: F401  (installed with the base install, not an extra)
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+
+
+def test_progress_lines_still_reach_stderr_while_the_profiler_silences_it(capfd, monkeypatch):
+    # The trace export runs with file descriptor 2 pointed at /dev/null (to hide Kineto's native prints)
+    # and can take most of a minute: a heartbeat written then was lost, and the host, told that the run
+    # process had spoken, stayed silent too (40 s without a line in an sft smoke run).
+    import os
+
+    from bench.core import progress
+    from bench.measure.profiler import _quiet_native_stderr
+
+    monkeypatch.setattr(progress, "lines_enabled", lambda: True)
+    act = progress.Activity()
+    act.label = "sft"
+    with _quiet_native_stderr():
+        os.write(2, b"native kineto line\n")
+        act.phase_started("train")
+        progress.note("a note")
+    err = capfd.readouterr().err
+    assert "bench: sft: train started" in err and "a note" in err
+    assert "native kineto line" not in err

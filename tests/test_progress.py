@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from bench.core import progress
 from bench.host.cli import main
@@ -204,3 +205,65 @@ def test_the_second_run_is_estimated_from_this_machines_record(toy_dir, tmp_path
     assert "estimate: none yet" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "o2")]) == 0
     assert "(median of 1 earlier run here)" in capsys.readouterr().err
+
+
+def test_nested_tracking_of_one_strategy_shares_one_activity_and_one_heartbeat(monkeypatch):
+    # The run process tracks the strategy from its start (setup included) and the worker tracks it again
+    # around bench_run_strategy: a second activity would leave the first one's heartbeat saying
+    # "starting" every 25 s in the middle of training (seen in a CI-style log).
+    started = []
+
+    class CountingHeartbeat:
+        def __init__(self, target):
+            self.target = target
+
+        def start(self):
+            started.append(self.target)
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(progress, "Heartbeat", CountingHeartbeat)
+    monkeypatch.setattr(progress, "lines_enabled", lambda: True)
+    with progress.tracking("sft") as outer:
+        with progress.tracking("sft") as inner:
+            assert inner is outer and progress.activity() is outer
+        with progress.tracking("other") as different:  # another label is another activity
+            assert different is not outer
+        assert progress.activity() is outer
+    assert started == [outer, different]
+    assert progress.activity() is not outer and not outer.tracked
+
+
+def test_the_host_fills_a_silence_of_its_run_process_and_names_the_phase(tmp_path, monkeypatch, capsys):
+    # A run process whose interpreter is held by a long C call (the profiler's trace export held one for
+    # 40 s in an sft smoke run) cannot write its own heartbeat; the host, waiting for it, does.
+    import types
+
+    from bench.host import harness, runfolders
+
+    class Proc:
+        def __init__(self, polls):
+            self.polls = polls
+
+        def is_alive(self):
+            return self.polls > 0
+
+        def join(self, timeout=None):
+            time.sleep(0.06)
+            self.polls -= 1
+
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(progress, "lines_enabled", lambda: True)
+    runfolders.write_status(tmp_path, "train")
+    heard = types.SimpleNamespace(value=0.0)  # the run process never spoke
+    harness._watch(Proc(3), heard, "sft", tmp_path, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("bench: sft: in phase 'train', ") for line in lines)
+    heard.value = time.monotonic() + 3600  # it speaks for itself: the host stays quiet
+    harness._watch(Proc(3), heard, "sft", tmp_path, None)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress, "lines_enabled", lambda: False)  # -q, or bars on a TTY
+    heard.value = 0.0
+    harness._watch(Proc(3), heard, "sft", tmp_path, None)
+    assert capsys.readouterr().err == ""

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,6 +27,41 @@ ENV_PROGRESS = "BENCH_PROGRESS"
 
 class _State:
     quiet = False
+    heard: Any = None  # a shared double (multiprocessing.Value) stamped with time.monotonic() at each line
+    stderr_fd: int | None = None  # where lines go while file descriptor 2 is silenced (see lines_to_fd)
+
+
+@contextmanager
+def lines_to_fd(fd: int) -> Iterator[None]:
+    """Write this process's progress lines and notes to ``fd`` for the block: for a caller that points
+    file descriptor 2 at /dev/null to hide a library's native prints (the profiler's trace export, which
+    can take most of a minute) and hands over a duplicate of the real stderr, so the heartbeat still shows."""
+    previous, _State.stderr_fd = _State.stderr_fd, fd
+    try:
+        yield
+    finally:
+        _State.stderr_fd = previous
+
+
+def _to_stderr(line: str) -> None:
+    fd = _State.stderr_fd
+    if fd is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with suppress(OSError):
+        os.write(fd, (line + "\n").encode("utf-8", "replace"))
+
+
+def report_lines_to(stamp: Any) -> None:
+    """Stamp ``stamp.value`` (a shared double, :func:`time.monotonic`, which is system-wide on Linux and
+    macOS) with each progress line this process writes, so the host that waits for this run process
+    knows when it last spoke and fills a silence itself (:func:`bench.host.harness.run_isolated`)."""
+    _State.heard = stamp
+
+
+def _spoke() -> None:
+    if _State.heard is not None:
+        _State.heard.value = time.monotonic()
 
 
 def configure(*, quiet: bool) -> None:
@@ -69,7 +104,8 @@ def note(message: str) -> None:
     """A one-line status message on stderr (what is being fetched, where it goes), unless quiet."""
     if _State.quiet:
         return
-    print(message, file=sys.stderr, flush=True)
+    _to_stderr(message)
+    _spoke()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -108,6 +144,7 @@ class Activity:
         self.heartbeat_s = heartbeat_s
         self.force = force  # tests: write whether or not lines are enabled here
         self.label = ""
+        self.tracked = False  # a tracking() block owns it (a nested block of the same label reuses it)
         self._lock = threading.Lock()
         self._last_line = clock()
         self._phase: str | None = None
@@ -220,13 +257,14 @@ class Activity:
         self._last_line = now
         if self.force or lines_enabled():
             self.write(f"bench: {self.label}: {text}" if self.label else f"bench: {text}")
+            _spoke()
 
 
 def _write_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    _to_stderr(line)
 
 
-_activity = Activity()
+_activity = Activity(heartbeat_s=float("inf"))  # outside a tracking() block: phase lines, no heartbeat
 
 
 def activity() -> Activity:
@@ -239,8 +277,12 @@ def tracking(label: str, *, activity_: Activity | None = None, heartbeat: bool =
     """Report this process's progress as ``label`` (a strategy) while the block runs: a fresh
     :class:`Activity` and, where lines are written, a :class:`Heartbeat` thread beside it."""
     global _activity
+    if activity_ is None and _activity.label == label and _activity.tracked:
+        yield _activity  # nested (the run process covers setup, the worker the strategy): one activity, one beat
+        return
     previous = _activity
     _activity = activity_ or Activity()
+    _activity.tracked = True
     _activity.label = label
     beat = Heartbeat(_activity) if heartbeat and lines_enabled() else None
     if beat is not None:
@@ -250,6 +292,7 @@ def tracking(label: str, *, activity_: Activity | None = None, heartbeat: bool =
     finally:
         if beat is not None:
             beat.stop()
+        _activity.tracked = False
         _activity = previous
 
 

@@ -787,6 +787,31 @@ def _library_versions() -> dict[str, str]:
     return found
 
 
+@contextmanager
+def _gguf_bar_unless_drawn() -> Iterator[None]:
+    """transformers draws its GGUF conversion bar with plain tqdm, which ignores its own
+    ``disable_progress_bar()``; where finetune-bench draws no bars (no TTY: a CI log, ``| tee``; or ``-q``)
+    it would write carriage-return lines into the log, so it is replaced by a pass-through there (the
+    progress lines' heartbeat covers the conversion instead)."""
+    if progress.enabled():
+        yield
+        return
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - an older transformers: nothing to silence
+        yield
+        return
+    drawn = getattr(gguf_utils, "tqdm", None)
+    if drawn is None:  # pragma: no cover - the module no longer draws one
+        yield
+        return
+    gguf_utils.tqdm = lambda iterable=None, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = drawn
+
+
 def _dequantise_gguf(gguf_file: Path, out_dir: Path) -> None:
     import importlib.util
 
@@ -799,9 +824,10 @@ def _dequantise_gguf(gguf_file: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
-    )
+    with _gguf_bar_unless_drawn():
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
+        )
     # A GGUF-loaded model counts as quantised; its weights are plain fp32 tensors after loading.
     setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as a module attribute by transformers
     setattr(model, "is_quantized", False)  # noqa: B010

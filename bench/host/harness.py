@@ -353,13 +353,13 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
     result_file = runfolders.result_path(run_dir)
     result_file.unlink(missing_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    alive = ctx.Event()  # set by the run process once it reports its own progress
-    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), os.getpid(), alive), name=f"bench-{name}")
+    heard = ctx.Value("d", 0.0)  # stamped by the run process with each progress line it writes
+    proc = ctx.Process(target=child_main, args=(config, name, str(run_dir), os.getpid(), heard), name=f"bench-{name}")
     timeout = float(config.getoption("timeout") or 0) or None
     started = time.perf_counter()
     proc.start()
     try:
-        _starting(proc, alive, name, None if timeout is None else started + timeout)
+        _watch(proc, heard, name, run_dir, None if timeout is None else started + timeout)
         proc.join(None if timeout is None else max(0.0, started + timeout - time.perf_counter()))
     except BaseException:
         processes.stop(proc)
@@ -381,20 +381,29 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
                          f"{_phase_of(run_dir)}", "ProcessDied", wall, run_dir=run_dir)
 
 
-def _starting(proc: Any, alive: Any, name: str, deadline: float | None) -> None:
-    """While a run process starts (interpreter, imports: a minute on a busy 2-core machine) and before it
-    reports for itself, the host keeps the log alive: a line every heartbeat interval, where lines are on.
-    Returns at ``deadline`` (a ``time.perf_counter`` value; the caller's --timeout) at the latest."""
-    activity = progress.Activity()
-    activity.label = name
-    while proc.is_alive() and not alive.wait(1.0):
+def _watch(proc: Any, heard: Any, name: str, run_dir: Path, deadline: float | None) -> None:
+    """Wait for the run process (until ``deadline``, a ``time.perf_counter`` value: the caller's --timeout)
+    and keep the log alive meanwhile. The run process stamps ``heard`` with each progress line it writes;
+    when neither it nor this loop wrote one for :data:`bench.core.progress.HEARTBEAT_S` seconds (a process
+    still starting, or one whose interpreter a long C call holds, such as the profiler's trace export),
+    the host writes one, with the phase from the run folder's status file. Only where lines are on."""
+    began = spoke = time.monotonic()
+    while proc.is_alive():
+        proc.join(1.0)
         if deadline is not None and time.perf_counter() >= deadline:
             return
-        activity.tick()
+        now = time.monotonic()
+        if now - max(spoke, heard.value) >= progress.HEARTBEAT_S and progress.lines_enabled() and proc.is_alive():
+            phase = runfolders.read_status(run_dir).get("phase")
+            doing = phase if phase in ("starting", "between phases") else \
+                f"in phase {phase!r}" if isinstance(phase, str) and phase else "starting"
+            print(f"bench: {name}: {doing}, {progress.duration(now - began)} since its process started "
+                  "(the run process is busy and silent)", file=sys.stderr, flush=True)
+            spoke = now
 
 
 def child_main(config: BenchConfig, name: str, run_dir: str, parent_pid: int | None = None,
-               alive: Any = None) -> None:
+               heard: Any = None) -> None:
     """Entry point of a run process: set up as the host did, run one strategy, write its result."""
     processes.become_run_process(parent_pid or os.getppid(), config.getoption("max_memory"))
     config = dataclasses.replace(config, in_run_process=True)
@@ -402,9 +411,9 @@ def child_main(config: BenchConfig, name: str, run_dir: str, parent_pid: int | N
     runfolders.write_status(folder, "starting")
     try:
         progress.configure(quiet=config.quiet)
+        if heard is not None:
+            progress.report_lines_to(heard)
         with progress.tracking(name):  # plugin loading and setup are covered too
-            if alive is not None:
-                alive.set()
             harness = Harness(config.plugins, debug=config.debug)
             with harness.configured(config):
                 result = execute(harness, name, folder)

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.core import progress
 from bench.core.context import RunContext
 from bench.core.markers import hookimpl
 from bench.results.schema import CollectiveTime
@@ -114,7 +115,8 @@ def _quiet_native_stderr() -> Iterator[None]:
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, 2)
-            yield
+            with progress.lines_to_fd(saved):  # our own progress lines still reach the real stderr
+                yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
