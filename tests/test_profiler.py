@@ -173,3 +173,11 @@ def test_progress_lines_still_reach_stderr_while_the_profiler_silences_it(capfd,
     err = capfd.readouterr().err
     assert "bench: sft: train started" in err and "a note" in err
     assert "native kineto line" not in err
+
+
+def test_the_smoke_preset_records_one_profiled_step_unless_told():
+    from bench.measure.profiler import _active_steps
+
+    assert _active_steps(None, "smoke") == 1  # a 2-step sft trace took 14 s of the smoke minute to export
+    assert _active_steps(None, "default") == 2 and _active_steps(None, "full") == 2
+    assert _active_steps(3, "smoke") == 3 and _active_steps(0, "default") == 0  # what the user asked for wins

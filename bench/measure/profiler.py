@@ -44,7 +44,9 @@ def top_ops_filename(rank: int | None) -> str:
 def bench_addoption(parser: OptionParser) -> None:
     parser.addoption("--profile-wait", type=int, default=0, ge=0, help="profiler schedule: steps skipped first")
     parser.addoption("--profile-warmup", type=int, default=1, ge=0, help="profiler schedule: warm-up steps (traced, dropped)")
-    parser.addoption("--profile-active", type=int, default=2, ge=0, help="profiler schedule: steps recorded")
+    parser.addoption("--profile-active", type=int, default=None, ge=0,
+                     help="profiler schedule: steps recorded (default 2; 1 under --preset smoke, whose sft run would "
+                          "spend 14 s of its minute exporting a 2-step trace on a 2-core CPU; 0: no profiler)")
     parser.addoption("--profile-top", type=int, default=10, ge=1, help="operators in the report's top-operators table")
 
 
@@ -126,12 +128,20 @@ def _quiet_native_stderr() -> Iterator[None]:
 @hookimpl
 def bench_make_profiler(run: RunContext) -> StepProfiler | None:
     opts = run.bench
-    active = int(opts.getoption("profile_active", 2))
+    active = _active_steps(opts.getoption("profile_active"), opts.preset)
     if active <= 0:
         return None
     return StepProfiler(run.profile_dir, int(opts.getoption("profile_wait", 0)),
                         int(opts.getoption("profile_warmup", 1)), active, run.device,
                         int(opts.getoption("profile_top", 10)), run.dist.rank if run.dist is not None else None)
+
+
+def _active_steps(given: int | None, preset: str) -> int:
+    """The profiled window's recorded steps: as given, else 2 (1 under the smoke preset: a sanity check
+    that must fit a minute per strategy, where a 2-step trace of sft took 14 s to export)."""
+    if given is not None:
+        return int(given)
+    return 1 if preset == "smoke" else 2
 
 
 def write_top_ops(prof: Any, path: Path, top: int, device: str) -> None:
