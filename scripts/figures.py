@@ -17,7 +17,9 @@ results file says the machine, the precision and the command that produced it, a
 * ``"kind": "results-files"``: rows read from bench results files (``sources``, relative to
   docs/results/) with the formulas the harness publishes;
 * ``"kind": "run-summary"``: one ``bench run``'s strategies from its results file (``source``): test
-  accuracy with its Wilson 95% interval over ``test_examples``, training throughput, time and memory.
+  accuracy with its Wilson 95% interval over ``test_examples``, training throughput, time and memory;
+* ``"kind": "report-sections"``: the tables ``bench report SOURCE --format markdown`` prints, those whose
+  titles are in ``sections`` (e.g. the repeats' means and intervals and the verdicts against the best).
 
 ``"reproduced": false`` marks figures whose run folders were not kept: the block says so, with the
 commit whose README they were transcribed from.
@@ -231,7 +233,26 @@ def render_run_summary(data: dict[str, Any]) -> str:
     return table(columns, rows)
 
 
-KINDS = {"run-summary": render_run_summary, "table": render_table, "ratios": render_ratios, "ablation": render_ablation,
+def render_report_sections(data: dict[str, Any]) -> str:
+    sys.path.insert(0, str(ROOT))
+    from bench.results.report import render as render_sections
+    from bench.results.report import standard_sections
+    from bench.results.store import load_results
+
+    results = load_results(RESULTS / data["source"]).results
+    wanted = list(data["sections"])
+    found = {s.title: s for s in standard_sections(results)}
+    missing = [t for t in wanted if t not in found]
+    if missing:
+        raise FigureError(f"{data['source']}: no section {missing[0]!r} in its report (it has: {', '.join(found)})")
+    parts = []
+    for title in wanted:
+        body = render_sections([found[title]], "markdown").strip().removeprefix(f"### {title}").strip("\n")
+        parts.append(f"**{title}**\n\n{body}")
+    return "\n\n".join(parts)
+
+
+KINDS = {"report-sections": render_report_sections, "run-summary": render_run_summary, "table": render_table, "ratios": render_ratios, "ablation": render_ablation,
          "results-files": render_results_files}
 
 

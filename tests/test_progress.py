@@ -254,6 +254,7 @@ def test_the_host_fills_a_silence_of_its_run_process_and_names_the_phase(tmp_pat
             self.polls -= 1
 
     monkeypatch.setattr(progress, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(harness, "_HOST_GRACE_S", 0.0)
     monkeypatch.setattr(progress, "lines_enabled", lambda: True)
     runfolders.write_status(tmp_path, "train")
     heard = types.SimpleNamespace(value=0.0)  # the run process never spoke

@@ -32,23 +32,23 @@ from bench.core.progress import duration
 
 KEEP = 5  # runs kept per key in the record
 
-# The reference machine: approximate wall seconds per strategy and preset on an idle 2-core AMD EPYC
-# (AVX2+FMA, no avx512_bf16, fp32, torch 2.13.0 CPU; start-up included) and its measured fp32 matmul peak.
-# Not one timed run each: the three classification defaults split the 7 min 8 s measured for them
-# together (issue 17); sft from its measured per-step cost (docs/cpu-presets.md); smoke and ci from the
-# per-step costs measured with one thread. They only seed the estimate until this machine's record has
-# a run of its own, which then replaces them.
+# The reference machine: wall seconds per strategy and preset on an idle 2-core AMD EPYC (AVX2+FMA, no
+# avx512_bf16, fp32, torch 2.13.0 CPU; process start-up included, so each strategy's measured total plus
+# about 4 s), with the fp32 matmul peak it measured then. Default and smoke: first runs on a quiet machine
+# on 2026-11-30 (docs/cpu-presets.md; feature-extraction computed its embeddings, sft's de-quantised
+# model was cached); ci: from per-step costs measured with one thread. They only seed the estimate until
+# this machine's record has a run of its own, which then replaces them.
 REFERENCE_MACHINE = "2-core AMD EPYC, AVX2+FMA, fp32"
-REFERENCE_PEAK_FLOPS = 108.6e9
+REFERENCE_PEAK_FLOPS = 141.5e9
 REFERENCE_SECONDS: dict[tuple[str, str], float] = {
-    ("feature-extraction", "default"): 75.0,
-    ("last-layers", "default"): 110.0,
-    ("all-layers", "default"): 240.0,
-    ("sft", "default"): 430.0,
-    ("feature-extraction", "smoke"): 25.0,
-    ("last-layers", "smoke"): 30.0,
-    ("all-layers", "smoke"): 35.0,
-    ("sft", "smoke"): 45.0,
+    ("feature-extraction", "default"): 68.0,
+    ("last-layers", "default"): 56.0,
+    ("all-layers", "default"): 251.0,
+    ("sft", "default"): 393.0,
+    ("feature-extraction", "smoke"): 27.0,
+    ("last-layers", "smoke"): 25.0,
+    ("all-layers", "smoke"): 36.0,
+    ("sft", "smoke"): 58.0,
     ("feature-extraction", "ci"): 40.0,
     ("last-layers", "ci"): 45.0,
     ("all-layers", "ci"): 60.0,

@@ -381,10 +381,13 @@ def run_isolated(config: BenchConfig, name: str, run_dir: Path) -> RunResult:
                          f"{_phase_of(run_dir)}", "ProcessDied", wall, run_dir=run_dir)
 
 
+_HOST_GRACE_S = 3.0  # the host speaks only after the run process's own heartbeat was due and did not come
+
+
 def _watch(proc: Any, heard: Any, name: str, run_dir: Path, deadline: float | None) -> None:
     """Wait for the run process (until ``deadline``, a ``time.perf_counter`` value: the caller's --timeout)
     and keep the log alive meanwhile. The run process stamps ``heard`` with each progress line it writes;
-    when neither it nor this loop wrote one for :data:`bench.core.progress.HEARTBEAT_S` seconds (a process
+    when neither it nor this loop wrote one for a few seconds past its heartbeat interval (a process
     still starting, or one whose interpreter a long C call holds, such as the profiler's trace export),
     the host writes one, with the phase from the run folder's status file. Only where lines are on."""
     began = spoke = time.monotonic()
@@ -393,7 +396,7 @@ def _watch(proc: Any, heard: Any, name: str, run_dir: Path, deadline: float | No
         if deadline is not None and time.perf_counter() >= deadline:
             return
         now = time.monotonic()
-        if now - max(spoke, heard.value) >= progress.HEARTBEAT_S and progress.lines_enabled() and proc.is_alive():
+        if now - max(spoke, heard.value) >= progress.HEARTBEAT_S + _HOST_GRACE_S and progress.lines_enabled() and proc.is_alive():
             phase = runfolders.read_status(run_dir).get("phase")
             doing = phase if phase in ("starting", "between phases") else \
                 f"in phase {phase!r}" if isinstance(phase, str) and phase else "starting"

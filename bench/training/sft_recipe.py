@@ -24,9 +24,9 @@ from bench.training.parallel import ParallelOptions
 @dataclass(frozen=True)
 class SftOptions:
     """The options every sft-style strategy shares (``sft``, ``lora-sft``, ``hf-trainer-sft``): data,
-    prompts, training and evaluation. The defaults finish on the default assets within 10 minutes on a
-    2-core AVX2-only CPU in fp32 (400 training examples: 50 steps; 150 held-out; measured in
-    docs/cpu-presets.md; 1,200 and 300 took 25 minutes there)."""
+    prompts, training and evaluation. The defaults (400 training examples: 50 steps of 8; 150 held-out)
+    took 6 min 40 s on the default assets on a quiet 2-core AVX2-only CPU in fp32 (docs/cpu-presets.md);
+    1,200 and 300, the earlier defaults, took 25 minutes there under load."""
 
     epochs: int = _opt(1, "training epochs", ge=1)
     max_steps: int = _opt(0, "stop after this many optimizer steps (0: no limit)", ge=0)
