@@ -90,3 +90,17 @@ def test_gpu_figures_come_from_the_results_files(figures):
     assert cells[3] == f"{sum(s['samples'] for s in timed) / seconds:,.1f}"
     assert cells[4] == f"{sum(s['input_tokens'] for s in timed) / seconds:,.0f}"
     assert cells[5] == f"{sft['mfu']:.1%}"
+
+
+def test_report_sections_come_from_the_report_itself_and_a_missing_one_is_named(figures):
+    """A report-sections block is `bench report --format markdown`'s own tables for its results file:
+    the sft smoke row's exact match, recomputed from the file, appears in its Task metrics."""
+    data = {"source": "cpu-presets-avx2/smoke/results.json", "sections": ["Task metrics", "Against the best strategy"]}
+    text = figures.render_report_sections(data)
+    assert text.startswith("**Task metrics**") and "**Against the best strategy**" in text
+    raw = json.loads((figures.RESULTS / data["source"]).read_text())
+    sft = next(r for r in raw["results"] if r["strategy"] == "sft")
+    row = next(line for line in text.splitlines() if line.startswith("| sft "))
+    assert f"{sft['metrics']['exact_match_after']:.4f}" in row
+    with pytest.raises(figures.FigureError, match="no section 'Strategies over repeats'"):
+        figures.render_report_sections({**data, "sections": ["Strategies over repeats"]})
