@@ -172,3 +172,12 @@ def test_report_rejects_bad_files(tmp_path, capsys):
     assert main(["report", str(newer)]) == 2
     assert "upgrade finetune-bench" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
+
+
+def test_markdown_sections_end_their_table_before_the_note():
+    # GitHub reads a line right after a table as one more row: the note would show inside the table.
+    from bench.results.report import Section, render
+
+    text = render([Section("Speed", ("strategy", "samples/s"), (("a", "1.0"),), "timed steps only")], "markdown")
+    table_end = text.index("| a ")
+    assert text[table_end:].split("\n")[1] == "" and "\n\n*timed steps only*" in text

@@ -385,7 +385,8 @@ def render(sections: Sequence[Section], fmt: str, results: Sequence[RunResult] =
     for s in sections:
         title = f"### {s.title}" if fmt == "markdown" else f"{s.title}\n{'=' * len(s.title)}"
         body = tabulate(list(s.rows), headers=list(s.headers), tablefmt=table_fmt, disable_numparse=True)
-        note = f"\n{'*' + s.note + '*' if fmt == 'markdown' else '(' + s.note + ')'}" if s.note else ""
+        # markdown: a blank line ends the table (GitHub would read the next line as one more row)
+        note = (f"\n\n*{s.note}*" if fmt == "markdown" else f"\n({s.note})") if s.note else ""
         parts.append(f"{title}\n{body}{note}")
     return "\n\n".join(parts) + "\n"
 
