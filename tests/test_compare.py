@@ -531,3 +531,15 @@ def test_a_time_estimate_that_underflows_to_minus_100_percent_gives_no_figure_an
     cur = make_result([dataclasses.replace(steps(1)[0], seconds=0.01, cpu_s=None)])
     tp = change(compare(source(base), source(cur, name="b")))
     assert tp.verdict == "inconclusive" and tp.change is None and tp.low is None and tp.high is None
+
+
+def test_runs_on_a_machine_that_ran_at_different_speeds_get_no_time_verdict():
+    # Calibration on a quiet 2-core EPYC: two processes of identical code ran 75 to 130 ms a step and their
+    # reference products 96 to 200 us, with tight paired intervals inside each run; dividing that out left
+    # false alarms. A 1.4x shift of the speed index is beyond what one run per side can separate.
+    base = source(make_result(steps(55, seed=1)))
+    shifted = compare(base, source(make_result(steps(55, seed=2, factor=0.80, load=1.4))))  # faster code, busier machine
+    c = change(shifted)
+    assert c.verdict == "inconclusive" and "ran at different speeds" in c.note and "rerun both sides" in c.note
+    steady = compare(base, source(make_result(steps(55, seed=2, factor=1.25, load=1.05))))  # a small shift is divided out
+    assert change(steady).verdict == "regression"

@@ -21,6 +21,7 @@ on a regression or a missing side; ``--strict`` makes inconclusive fail too.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -270,7 +271,7 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
         lo, hi = -math.inf, math.inf
     note = time.note or (f"unpaired: {why_unpaired}" if why_unpaired else "")
     verdict = ""
-    overload = load_mismatch(b, c)
+    overload = load_mismatch(b, c) or speed_mismatch(b, c)
     if threshold is not None and threshold.unit == "%" and overload:
         verdict, note = VERDICT_INCONCLUSIVE, "; ".join(x for x in (note, overload) if x)
     elif threshold is not None and threshold.unit == "%":
@@ -313,6 +314,32 @@ def load_mismatch(b: Entry, c: Entry) -> str:
     return (f"the machine's load differed between the runs: their processes got {shares[0]:.2f} and {shares[1]:.2f} "
             f"CPU-seconds per second in the timed steps (more than {LOAD_SHARE_LIMIT}x apart); rerun both on a "
             f"quieter machine")
+
+
+SPEED_INDEX_LIMIT = 1.15  # CPU runs: the two runs' median reference products may differ by this factor at most
+
+
+def speed_mismatch(b: Entry, c: Entry) -> str:
+    """Why the time verdict cannot be trusted on a CPU, or ``""``: the machine itself ran at different speeds
+    in the two runs (the median of each run's speed-index product, timed after every timed step, differs by
+    more than :data:`SPEED_INDEX_LIMIT`). Measured on a quiet 2-core EPYC (docs/ci.md, calibration): two
+    processes of identical code ran their steps 75 to 130 ms apart and their reference products 96 to 200 us
+    apart, with tight paired intervals inside each run; one run per side cannot tell such a shift from a
+    change in the code, and dividing it out left 2 false alarms in 6 identical pairs."""
+    if not all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c)):
+        return ""
+    medians = []
+    for steps in (b.steps, c.steps):
+        refs = [r for r in steps.reference if r is not None and r > 0]
+        if not refs or len(refs) != len(steps.reference):
+            return ""
+        medians.append(statistics.median(refs))
+    low, high = sorted(medians)
+    if high / low <= SPEED_INDEX_LIMIT:
+        return ""
+    return (f"the machine ran at different speeds in the two runs: the reference product took {medians[0] * 1e6:.0f} "
+            f"and {medians[1] * 1e6:.0f} us (median; more than {SPEED_INDEX_LIMIT}x apart), a shift one run per side "
+            "cannot tell from a change in the code; rerun both sides, or compare --repeats runs")
 
 
 def judge_interval(est: float, lo: float, hi: float, time: TimeChange, threshold: Threshold) -> tuple[str, str]:
