@@ -36,7 +36,8 @@ KEEP = 5  # runs kept per key in the record
 # avx512_bf16, fp32, torch 2.13.0 CPU; process start-up included, so each strategy's measured total plus
 # about 4 s), with the fp32 matmul peak it measured then. Default and smoke: first runs on a quiet machine
 # on 2026-11-30 (docs/cpu-presets.md; feature-extraction computed its embeddings, sft's de-quantised
-# model was cached); ci: from per-step costs measured with one thread. They only seed the estimate until
+# model was cached); ci: last-layers and all-layers from the calibration's runs (about 24 and 40 s), feature-extraction
+# from per-step costs measured with one thread. They only seed the estimate until
 # this machine's record has a run of its own, which then replaces them.
 REFERENCE_MACHINE = "2-core AMD EPYC, AVX2+FMA, fp32"
 REFERENCE_PEAK_FLOPS = 141.5e9
@@ -50,8 +51,8 @@ REFERENCE_SECONDS: dict[tuple[str, str], float] = {
     ("all-layers", "smoke"): 36.0,
     ("sft", "smoke"): 58.0,
     ("feature-extraction", "ci"): 40.0,
-    ("last-layers", "ci"): 45.0,
-    ("all-layers", "ci"): 60.0,
+    ("last-layers", "ci"): 24.0,
+    ("all-layers", "ci"): 40.0,
 }
 
 
