@@ -138,11 +138,12 @@ class Activity:
     drive it with a fake clock; the meter and :func:`bar` feed it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, write: Callable[[str], None] | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, force: bool = False) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, force: bool = False, silent: bool = False) -> None:
         self.clock = clock
         self.write = write or _write_stderr
         self.heartbeat_s = heartbeat_s
         self.force = force  # tests: write whether or not lines are enabled here
+        self.silent = silent  # write nothing (the activity outside any tracking() block: plan, report)
         self.label = ""
         self.tracked = False  # a tracking() block owns it (a nested block of the same label reuses it)
         self._lock = threading.Lock()
@@ -255,7 +256,7 @@ class Activity:
 
     def _emit(self, now: float, text: str) -> None:
         self._last_line = now
-        if self.force or lines_enabled():
+        if not self.silent and (self.force or lines_enabled()):
             self.write(f"bench: {self.label}: {text}" if self.label else f"bench: {text}")
             _spoke()
 
@@ -264,7 +265,9 @@ def _write_stderr(line: str) -> None:
     _to_stderr(line)
 
 
-_activity = Activity(heartbeat_s=float("inf"))  # outside a tracking() block: phase lines, no heartbeat
+# Outside a tracking() block (bench plan's fake-tensor phases, an in-process run's setup) nothing is written:
+# progress lines belong to a strategy's run, and a one-line error must stay one line.
+_activity = Activity(heartbeat_s=float("inf"), silent=True)
 
 
 def activity() -> Activity:
