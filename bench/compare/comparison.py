@@ -292,6 +292,10 @@ def _inverse(change: float) -> float:
     return 1 / (1 + change) - 1 if 1 + change > 0 else math.inf
 
 
+def _cpu_runs(b: Entry, c: Entry) -> bool:
+    return all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c))
+
+
 LOAD_SHARE_LIMIT = 1.5  # CPU runs: the two runs' CPU shares may differ by this factor at most
 
 
@@ -300,7 +304,7 @@ def load_mismatch(b: Entry, c: Entry) -> str:
     shares of the CPU in their timed steps (CPU-seconds per wall second), i.e. the machine's load moved
     between them by more than the speed index divides out (seen on a 2-core machine shared by many jobs,
     where one baseline's process got 0.15 CPU-seconds per second and the next run 0.62)."""
-    if not all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c)):
+    if not _cpu_runs(b, c):
         return ""
     shares = []
     for steps in (b.steps, c.steps):
@@ -326,7 +330,7 @@ def speed_mismatch(b: Entry, c: Entry) -> str:
     processes of identical code ran their steps 75 to 130 ms apart and their reference products 96 to 200 us
     apart, with tight paired intervals inside each run; one run per side cannot tell such a shift from a
     change in the code, and dividing it out left 2 false alarms in 6 identical pairs."""
-    if not all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c)):
+    if not _cpu_runs(b, c):
         return ""
     medians = []
     for steps in (b.steps, c.steps):
