@@ -140,7 +140,7 @@ class Activity:
     def __init__(self, clock: Callable[[], float] = time.monotonic, write: Callable[[str], None] | None = None,
                  heartbeat_s: float = HEARTBEAT_S, force: bool = False, silent: bool = False) -> None:
         self.clock = clock
-        self.write = write or _write_stderr
+        self.write = write or _to_stderr
         self.heartbeat_s = heartbeat_s
         self.force = force  # tests: write whether or not lines are enabled here
         self.silent = silent  # write nothing (the activity outside any tracking() block: plan, report)
@@ -261,13 +261,9 @@ class Activity:
             _spoke()
 
 
-def _write_stderr(line: str) -> None:
-    _to_stderr(line)
-
-
 # Outside a tracking() block (bench plan's fake-tensor phases, an in-process run's setup) nothing is written:
 # progress lines belong to a strategy's run, and a one-line error must stay one line.
-_activity = Activity(heartbeat_s=float("inf"), silent=True)
+_activity = Activity(silent=True)
 
 
 def activity() -> Activity:
