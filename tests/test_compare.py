@@ -14,11 +14,20 @@ import pytest
 
 from bench.compare.comparison import compare, judge_interval
 from bench.compare.metrics import DEFAULT_THRESHOLDS, parse_threshold, thresholds_from
-from bench.compare.paired import Steps, TimeChange, hodges_lehmann, hodges_lehmann_shift, paired, steps_needed
+from bench.compare.paired import (
+    Steps,
+    TimeChange,
+    hodges_lehmann,
+    hodges_lehmann_shift,
+    paired,
+    steps_needed,
+    with_noise_floor,
+)
 from bench.compare.sources import load_source, source_from_results
 from bench.core.errors import UsageError
 from bench.core.strategy import ParamCounts
 from bench.host.cli import main
+from bench.measure.meter import SpeedIndex
 from bench.results.schema import (
     SCHEMA_VERSION,
     PhaseMeasure,
@@ -334,7 +343,8 @@ def test_repeats_pair_repeat_by_repeat():
     cur = [dataclasses.replace(make_result(steps(20, seed=10 + k, factor=1.25)), repeat=k) for k in range(3)]
     cmp = compare(source(*base), source(*cur, name="b"))
     tp = change(cmp)
-    assert tp.verdict == "regression" and tp.method == "paired steps, load-normalised, n=60"
+    assert tp.verdict == "regression"
+    assert tp.method == "paired steps, load-normalised + 1.2% run-to-run noise, n=60"  # 2% / sqrt(3 repeats)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -543,3 +553,58 @@ def test_runs_on_a_machine_that_ran_at_different_speeds_get_no_time_verdict():
     assert c.verdict == "inconclusive" and "ran at different speeds" in c.note and "rerun both sides" in c.note
     steady = compare(base, source(make_result(steps(55, seed=2, factor=1.25, load=1.05))))  # a small shift is divided out
     assert change(steady).verdict == "regression"
+
+
+def test_the_speed_index_workload_of_the_runs_decides_the_guard():
+    """The transformer-block index divides a 1.4x shift of the machine's speed out (calibrated), the old
+    single product did not; past 1.5x no verdict either way."""
+    kind = SpeedIndex.name
+    base = source(dataclasses.replace(make_result(steps(55, seed=1)), speed_index=kind))
+    shifted = source(dataclasses.replace(make_result(steps(55, seed=2, factor=1.25, load=1.4)), speed_index=kind))
+    assert change(compare(base, shifted)).verdict == "regression"
+    far = source(dataclasses.replace(make_result(steps(55, seed=2, factor=1.25, load=1.7)), speed_index=kind))
+    c = change(compare(base, far))
+    assert c.verdict == "inconclusive" and "more than 1.5x apart" in c.note
+
+
+def test_runs_that_timed_different_speed_index_workloads_are_not_load_normalised():
+    old = make_result(steps(55, seed=1))  # a file from before the block index: speed_index ""
+    new = dataclasses.replace(make_result(steps(55, seed=2, load=1.3)), speed_index=SpeedIndex.name)
+    time = paired(source(old).entries[0].steps, source(new).entries[0].steps)
+    assert isinstance(time, TimeChange) and time.method == "paired steps"
+    assert "different speed-index workloads" in time.note and "matmul-192 vs block-" in time.note
+    assert time.estimate == pytest.approx(0.30, abs=0.03)  # the machine's shift stays in: nothing divided it out
+
+
+def test_the_noise_floor_widens_the_interval_and_the_p_value():
+    """Steps of one run share the machine's state; the floor adds the run-to-run spread to the interval."""
+    base = source(make_result(steps(55, seed=1))).entries[0].steps
+    cur = source(make_result(steps(55, seed=2, factor=1.03))).entries[0].steps
+    time = paired(base, cur)
+    assert isinstance(time, TimeChange) and time.low > 0  # 3% slower, "significant" on the steps alone
+    wide = with_noise_floor(time, 0.02)
+    assert wide.estimate == time.estimate and wide.n == time.n
+    half = (math.log1p(wide.high) - math.log1p(wide.low)) / 2
+    steps_half = (math.log1p(time.high) - math.log1p(time.low)) / 2
+    assert half == pytest.approx(math.hypot(steps_half, 1.959963984540054 * 0.02), rel=0.02)
+    assert wide.low < 0 < wide.high and wide.p is not None and wide.p > 0.05  # no longer beyond noise
+    assert "2% run-to-run noise" in wide.method
+    four_runs = with_noise_floor(time, 0.02, runs=4)  # 4 repeats per side: the floor halves
+    assert "1% run-to-run noise" in four_runs.method and four_runs.high - four_runs.low < wide.high - wide.low
+    assert with_noise_floor(time, 0.0) == time
+
+
+def test_noise_floor_option(tmp_path, capsys):
+    a = write(tmp_path / "a.json", make_result(steps(55, seed=1)))
+    b = write(tmp_path / "b.json", make_result(steps(55, seed=2, factor=1.03)))
+    assert main(["compare", str(a), str(b), "--noise-floor", "0", "--format", "json"]) == 0
+    tight = json.loads(capsys.readouterr().out)
+    assert main(["compare", str(a), str(b), "--format", "json"]) == 0
+    floored = json.loads(capsys.readouterr().out)
+
+    def tp(report):
+        return next(c for c in report["changes"] if c["metric"] == "throughput")
+
+    assert tp(floored)["high"] - tp(floored)["low"] > tp(tight)["high"] - tp(tight)["low"] + 5
+    assert main(["compare", str(a), str(b), "--noise-floor", "150"]) == 2
+    assert "--noise-floor 150" in capsys.readouterr().err

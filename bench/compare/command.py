@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.compare.comparison import compare
 from bench.compare.metrics import DEFAULT_THRESHOLDS, thresholds_from
+from bench.compare.paired import NOISE_FLOOR
 from bench.compare.render import COMPARE_FORMATS, render_comparison
 from bench.compare.sources import load_source
 from bench.compare.statistics import DEFAULT_ALPHA
@@ -48,6 +49,10 @@ def add_arguments(ap: Any) -> None:
     ap.add_argument("--no-load-normalise", dest="normalise", action="store_false",
                     help="do not divide the machine's load (the speed index measured after each step) out of the "
                          "paired step times")
+    ap.add_argument("--noise-floor", dest="noise_floor", type=float, default=100 * NOISE_FLOOR, metavar="PCT",
+                    help=f"the machine's run-to-run noise in percent (standard deviation of one run per side, after "
+                         f"load normalisation), added to every time interval (default {100 * NOISE_FLOOR:g}, measured "
+                         f"on a shared 2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off)")
     ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                     help="table (terminal), markdown (CI job summary, PR comment) or json")
     ap.add_argument("--output", metavar="FILE",
@@ -72,7 +77,8 @@ def cmd_compare(args: Any) -> int:
     baseline = load_source(args.baseline, args.baseline_dir)
     current = load_source(args.current, args.baseline_dir)
     cmp = compare(baseline, current, thresholds, args.alpha, strict=args.strict,
-                  allow_different=args.allow_different, normalise=args.normalise, measure=args.measure)
+                  allow_different=args.allow_different, normalise=args.normalise, measure=args.measure,
+                  noise_floor=args.noise_floor / 100.0)
     text = render_comparison(cmp, args.format)
     print(text, end="")
     if args.output:

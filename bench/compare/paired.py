@@ -26,6 +26,10 @@ from dataclasses import dataclass
 
 Z95 = 1.959963984540054
 MIN_PAIRS = 6  # below this no interval is worth stating
+# The between-run standard deviation of a load-normalised paired estimate, one run per side: identical
+# code, 20 pairs of ``bench run --preset ci`` processes on a shared 2-core VM (docs/ci.md, calibration).
+# ``bench compare --noise-floor`` sets another (a runner's own, from tests/benchmarks/calibrate.py).
+NOISE_FLOOR = 0.02
 REFERENCE_WINDOW = 4  # steps either side in the rolling median of the speed index
 
 
@@ -39,6 +43,7 @@ class Steps:
     reference: tuple[float | None, ...] = ()
     run: tuple[int, ...] = ()
     cpu: tuple[float | None, ...] = ()  # the process's CPU time in each step
+    reference_kind: str = ""  # which workload ``reference`` timed (RunResult.speed_index; "": the old 192x192 product)
 
     def __len__(self) -> int:
         return len(self.seconds)
@@ -77,7 +82,11 @@ def paired(base: Steps, cur: Steps, normalise: bool = True, measure: str = "wall
     if not runs:
         return "no timed steps on one side"
     diffs: list[float] = []
-    normalised = normalise
+    normalised = normalise and base.reference_kind == cur.reference_kind
+    kind_note = ("" if not normalise or normalised else
+                 f"not load-normalised: the runs timed different speed-index workloads "
+                 f"({base.reference_kind or 'matmul-192'} vs {cur.reference_kind or 'matmul-192'}; a results file "
+                 f"from an older finetune-bench)")
     for run in runs:
         b, c = by_run_b[run], by_run_c[run]
         if len(b) != len(c):
@@ -103,7 +112,29 @@ def paired(base: Steps, cur: Steps, normalise: bool = True, measure: str = "wall
     p = _wilcoxon_p(diffs)
     method = ("paired steps, CPU time" if measure == "cpu" else
               "paired steps, load-normalised" if normalised else "paired steps")
-    return TimeChange(method, len(diffs), math.expm1(est), math.expm1(lo), math.expm1(hi), p)
+    return TimeChange(method, len(diffs), math.expm1(est), math.expm1(lo), math.expm1(hi), p, kind_note)
+
+
+def with_noise_floor(change: TimeChange, floor: float, runs: int = 1) -> TimeChange:
+    """``change`` with its interval and p-value widened by the machine's between-run noise.
+
+    The steps of one run share the machine's state of the moment, so their pairs tell how precisely the
+    two runs differ, not how much two runs of identical code differ: on a shared 2-core VM, identical
+    pairs moved by a standard deviation of about 2% after load normalisation, far more than their
+    per-step intervals allowed (docs/ci.md, calibration). ``floor`` is that standard deviation as a
+    fraction of one run per side (0.02: 2%); with ``runs`` runs per side it shrinks as 1/sqrt(runs). It is
+    added in quadrature to each side of the interval (log scale), and the p-value is recomputed from the
+    widened standard error (normal approximation)."""
+    if floor <= 0 or not (math.isfinite(change.low) and math.isfinite(change.high)) or change.n <= 0:
+        return change
+    sigma = floor / math.sqrt(max(1, runs))
+    est, lo, hi = (math.log1p(x) for x in (change.estimate, change.low, change.high))
+    below = math.hypot((est - lo) / Z95, sigma)
+    above = math.hypot((hi - est) / Z95, sigma)
+    se = (below + above) / 2
+    p = math.erfc(abs(est) / se / math.sqrt(2)) if se > 0 else (1.0 if est == 0 else 0.0)
+    return TimeChange(f"{change.method} + {100 * sigma:.2g}% run-to-run noise", change.n, change.estimate,
+                      math.expm1(est - Z95 * below), math.expm1(est + Z95 * above), p, change.note)
 
 
 def unpaired(base: Steps, cur: Steps) -> TimeChange:

@@ -53,6 +53,7 @@ PYTEST_BENCHMARK_SCHEMA: dict[str, Any] = {
                         "reference": {"type": "array", "items": _MAYBE_NUMBER},
                         "run": {"type": "array", "items": _INT},
                         "cpu": {"type": "array", "items": _MAYBE_NUMBER},
+                        "reference_kind": {"type": "string"},
                     }},
                     "outcomes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
                     "identity": {"type": ["object", "null"]},
@@ -226,7 +227,7 @@ def entry_from_results(runs: Sequence[Any], machine: str = "") -> Entry:
                 "precision": prov.precision, "data": first.data_sha256, "model": first.model_sha256}
     outcomes = {("accuracy" if k == primary else k): v for k, v in first.outcomes.items()}
     return Entry(first.series, values, Steps(tuple(seconds), tuple(samples), tuple(tokens), tuple(refs),
-                                               tuple(run_ids), tuple(cpus)),
+                                               tuple(run_ids), tuple(cpus), first.speed_index),
                  not failed, error, primary or "", settings, prov.device_name or "", len(runs),
                  {k: tuple(v) for k, v in per_run.items()}, outcomes, work, identity, _top_ops(first))
 
@@ -271,7 +272,8 @@ def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
                           tuple(int(x) for x in recorded.get("tokens", [])),
                           tuple(None if x is None else float(x) for x in recorded.get("reference", [])),
                           tuple(int(x) for x in recorded.get("run", [])),
-                          tuple(None if x is None else float(x) for x in recorded.get("cpu", [])))
+                          tuple(None if x is None else float(x) for x in recorded.get("cpu", [])),
+                          str(recorded.get("reference_kind", "")))
         else:
             raw = stats.get("data")
             steps = Steps(tuple(float(x) for x in raw)) if isinstance(raw, list) else Steps()

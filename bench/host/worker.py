@@ -160,6 +160,7 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "techniques": {k: TechniqueUse(on, detail) for k, (on, detail) in run.techniques.items()},
         "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
         "work": _work(meter),
+        "speed_index": meter.speed_index.name if meter.speed_index is not None else "",
     }
     if error is not None or output is None:
         assert error is not None

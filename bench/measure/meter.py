@@ -47,31 +47,58 @@ class Profiler(Protocol):
 
 
 class SpeedIndex:
-    """The machine's speed at a moment: a fixed reference workload (a small matmul on the run's device and
-    threads) timed right after each timed step, outside its timed region. Two runs that ran the same
-    steps on a machine whose load changed between them see their steps and their references slow
-    alike, so ``bench compare`` can divide the load out of the step times."""
+    """The machine's speed at a moment: a fixed reference workload timed right after each timed step,
+    outside its timed region, on the run's device and threads. Two runs that ran the same steps on a
+    machine whose speed changed between them see their steps and their references slow alike, so
+    ``bench compare`` can divide the machine's speed out of the step times.
 
-    def __init__(self, device: str, size: int = 192, repeats: int = 3) -> None:
+    The workload is one BERT-sized transformer block's forward (attention and MLP, ``dim`` wide,
+    ``batch`` x ``seq`` tokens, fixed random weights and input, fp32, no autograd): the kernels a step
+    runs, at the sizes a step runs them. On a shared 2-core VM, whose speed moved 10-15% between
+    processes of identical code, such a block (about 19 ms there) tracked the steps of a MiniLM forward
+    to about 2% (standard deviation over 14 identical pairs), where the single 192x192 matrix product
+    used before tracked them to 3.8%, and smaller blocks (5 ms: a quarter of the tokens, or 256 wide)
+    to 5-8% (docs/ci.md, calibration). ``name`` identifies the workload in results files: two runs are
+    divided by each other's index only when their names agree."""
+
+    name = "block-d384-16x32"
+
+    def __init__(self, device: str, dim: int = 384, heads: int = 12, batch: int = 16, seq: int = 32) -> None:
         import torch
 
         self.device = device
-        self.repeats = repeats
-        self._a = torch.randn(size, size, device=device)
-        self._b = torch.randn(size, size, device=device)
+        self.shape = (batch, seq, dim, heads)
+        gen = torch.Generator().manual_seed(0)
+        self._w = [(torch.randn(i, o, generator=gen) / i ** 0.5).to(device)
+                   for i, o in ((dim, 3 * dim), (dim, dim), (dim, 4 * dim), (4 * dim, dim))]
+        self._b = [torch.zeros(w.shape[1], device=device) for w in self._w]
+        self._x = torch.randn(batch, seq, dim, generator=gen).to(device)
         self._sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        self.probe()  # warm up
+        self.probe()  # warm up: the first call allocates and picks kernels
+        self.probe()
+
+    def _block(self) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        b, t, d, h = self.shape
+        x = self._x
+        w, bias = self._w, self._b
+        q, k, v = torch.addmm(bias[0], x.view(b * t, d), w[0]).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b * t, d)
+        y = F.layer_norm(x.view(b * t, d) + torch.addmm(bias[1], attn, w[1]), (d,))
+        return F.layer_norm(y + torch.addmm(bias[3], F.gelu(torch.addmm(bias[2], y, w[2])), w[3]), (d,))
 
     def probe(self) -> float:
-        """Seconds of the fastest of ``repeats`` reference products."""
-        best = float("inf")
-        for _ in range(self.repeats):
+        """Seconds of one forward of the reference block."""
+        import torch
+
+        with torch.no_grad(), torch.autocast(self.device if self.device in ("cpu", "cuda") else "cpu", enabled=False):
             self._sync()
             start = time.perf_counter()
-            self._a @ self._b
+            self._block()
             self._sync()
-            best = min(best, time.perf_counter() - start)
-        return best
+            return time.perf_counter() - start
 
 
 class NullProfiler:

@@ -322,7 +322,8 @@ def comparable_info(result: Any, path: Path) -> dict[str, Any]:
     steps = entry.steps
     return {
         "steps": {"seconds": list(steps.seconds), "samples": list(steps.samples), "tokens": list(steps.tokens),
-                  "reference": list(steps.reference), "run": list(steps.run), "cpu": list(steps.cpu)},
+                  "reference": list(steps.reference), "run": list(steps.run), "cpu": list(steps.cpu),
+                  "reference_kind": steps.reference_kind},
         "outcomes": dict(result.outcomes),
         "work": to_data(result.work) if result.work is not None else None,
         "identity": dict(entry.identity),

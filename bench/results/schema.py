@@ -40,7 +40,7 @@ class StepSample:
     tokens: int
     phase: str = "train"
     input_tokens: int = 0  # non-padding tokens through the model (for MFU); SFT counts prompts here too
-    reference_s: float | None = None  # the speed index right after this (timed) step: see bench.measure.meter
+    reference_s: float | None = None  # the speed index right after this (timed) step: see RunResult.speed_index
     cpu_s: float | None = None  # the process's CPU time in the step, all threads (time.process_time)
 
 
@@ -252,6 +252,9 @@ class RunResult:
     work: WorkMeasure | None = None  # deterministic work of one counted step of the main phase
     energy: EnergyInfo | None = None
     distributed: DistributedInfo | None = None  # a torch.distributed run: world size, backend, per-rank figures
+    # which reference workload the steps' reference_s timed (bench.measure.meter.SpeedIndex.name); "" in files
+    # written before it was recorded: a single 192x192 matrix product
+    speed_index: str = ""
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
 
     @property

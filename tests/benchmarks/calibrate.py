@@ -4,15 +4,18 @@ under whatever load the machine has; count false alarms, detections and inconclu
 Not part of the test suite (it takes about an hour on a 2-core CPU). Each round runs, one ``bench run``
 process after another and in a rotating order, a baseline and four current runs of the CI preset
 (``-s all-layers -s last-layers --preset ci`` on the default assets): the same code, and the same code
-with every step 5%, 10% and 25% slower (tests/plugins_slow/slowdown.py: it spins inside the timed
+with every step 5%, 10% and 25% slower (tests/plugins_slow/slowdown.py: matrix products inside the timed
 region). Each current run is compared with the round's baseline (``bench compare``'s defaults, or the
 ``--fail-on`` given); the slowdown is spread evenly over each step, as a real regression would be.
 
     python tests/benchmarks/calibrate.py --pairs 20 --out /tmp/calibrate           # run and evaluate
     python tests/benchmarks/calibrate.py --out /tmp/calibrate --reuse --sweep      # evaluate again
 
-``--sweep`` recounts from the same runs for other throughput thresholds and time measures (wall time
-with and without the speed index, CPU time), which is how the defaults were chosen (docs/ci.md).
+It also prints the runner's run-to-run noise: the standard deviation of the identical pairs' load-normalised
+change, the figure for ``bench compare --noise-floor`` (the default, 2%, is this measurement on a shared
+2-core VM). ``--sweep`` recounts from the same runs for other noise floors, throughput thresholds and time
+measures (wall time with and without the speed index, CPU time, no floor), which is how the defaults were
+chosen (docs/ci.md).
 """
 
 from __future__ import annotations
@@ -51,10 +54,14 @@ def run_round(folder: Path, index: int, extra: list[str]) -> None:
         run_one(folder / name, CELLS[name], extra)
 
 
-def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise: bool = True) -> dict:
+def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise: bool = True,
+             noise_floor: float | None = None) -> dict:
     from bench.compare.comparison import compare
     from bench.compare.metrics import thresholds_from
+    from bench.compare.paired import NOISE_FLOOR
     from bench.compare.sources import load_source
+
+    floor = NOISE_FLOOR if noise_floor is None else noise_floor
 
     th = thresholds_from(thresholds)
     rounds = sorted((p for p in out.glob("round-*") if all((p / n / "results.json").is_file()
@@ -66,7 +73,7 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
         base = load_source(r / "base")
         row = {"round": r.name}
         for cell in CELLS:
-            cmp = compare(base, load_source(r / cell), th, measure=measure, normalise=normalise)
+            cmp = compare(base, load_source(r / cell), th, measure=measure, normalise=normalise, noise_floor=floor)
             for c in cmp.changes:
                 if c.metric != "throughput":
                     continue
@@ -75,13 +82,28 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
                 tally[c.verdict or "ok"] = tally.get(c.verdict or "ok", 0) + 1
                 row[f"{c.entry} {cell}"] = (round(c.change or 0.0, 1), c.low, c.high, c.verdict)
         rows.append(row)
-    return {"measure": measure, "normalise": normalise, "thresholds": thresholds, "pairs": len(rounds),
-            "counts": counts, "rounds": rows}
+    return {"measure": measure, "normalise": normalise, "noise_floor": floor, "thresholds": thresholds,
+            "pairs": len(rounds), "counts": counts, "rounds": rows}
+
+
+def run_to_run_noise(report: dict) -> dict[str, float]:
+    """Per strategy: the standard deviation (percent) of the identical pairs' time change, from a report
+    evaluated with ``noise_floor=0``: the figure ``bench compare --noise-floor`` wants for this runner."""
+    import statistics
+
+    out = {}
+    for entry in report["counts"]:
+        changes = [row[f"{entry} same"][0] for row in report["rounds"] if f"{entry} same" in row]
+        if len(changes) >= 3:
+            # the throughput change is the inverse of the time change; at a few percent they are alike
+            out[entry] = statistics.stdev(changes)
+    return out
 
 
 def print_table(report: dict) -> None:
     print(f"{report['pairs']} pairs per cell; time: {report['measure']}"
-          f"{', load-normalised' if report['normalise'] and report['measure'] == 'wall' else ''}; thresholds: "
+          f"{', load-normalised' if report['normalise'] and report['measure'] == 'wall' else ''}; noise floor "
+          f"{100 * report['noise_floor']:g}%; thresholds: "
           f"{', '.join(report['thresholds'])}")
     print("| strategy | current run | regression | inconclusive | ok | improvement |")
     print("|---|---|---|---|---|---|")
@@ -121,14 +143,28 @@ def main() -> int:
     print(f"CPU: {os.cpu_count()} cores; runs: bench run {' '.join([*RUN_ARGS, *strategies, *args.run_arg])}")
     print_table(report)
     reports = {"default": report}
+    raw = evaluate(args.out, thresholds, noise_floor=0.0)
+    noise = run_to_run_noise(raw)
+    reports["no noise floor"] = raw
+    print()
+    print_table(raw)
+    for entry, sd in noise.items():
+        print(f"{entry}: identical pairs moved by a standard deviation of {sd:.1f}% (load-normalised): "
+              f"bench compare --noise-floor {sd:.1f} on this runner")
     if args.sweep:
+        for floor in (0.01, 0.03):
+            rep = evaluate(args.out, thresholds, noise_floor=floor)
+            reports[f"noise floor {100 * floor:g}%"] = rep
+            print()
+            print_table(rep)
         for measure, normalise in (("wall", False), ("wall", True), ("cpu", False)):
             for pct in (3, 5, 7):
                 rep = evaluate(args.out, [*DEFAULT_THRESHOLDS, f"throughput=-{pct}%"], measure, normalise)
                 reports[f"{measure}{'-normalised' if normalise else ''} -{pct}%"] = rep
                 print()
                 print_table(rep)
-    (args.out / "calibration.json").write_text(json.dumps(reports, indent=2, default=str))
+    (args.out / "calibration.json").write_text(json.dumps({"run_to_run_noise_percent": noise, **reports}, indent=2,
+                                                          default=str))
     return 0
 
 
