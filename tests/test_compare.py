@@ -557,14 +557,35 @@ def test_runs_on_a_machine_that_ran_at_different_speeds_get_no_time_verdict():
 
 def test_the_speed_index_workload_of_the_runs_decides_the_guard():
     """The transformer-block index divides a 1.4x shift of the machine's speed out (calibrated), the old
-    single product did not; past 1.5x no verdict either way."""
+    single product did not; past 2x no verdict either way."""
     kind = SpeedIndex.name
     base = source(dataclasses.replace(make_result(steps(55, seed=1)), speed_index=kind))
     shifted = source(dataclasses.replace(make_result(steps(55, seed=2, factor=1.25, load=1.4)), speed_index=kind))
     assert change(compare(base, shifted)).verdict == "regression"
-    far = source(dataclasses.replace(make_result(steps(55, seed=2, factor=1.25, load=1.7)), speed_index=kind))
+    far = source(dataclasses.replace(make_result(steps(55, seed=2, factor=1.25, load=2.2)), speed_index=kind))
     c = change(compare(base, far))
-    assert c.verdict == "inconclusive" and "more than 1.5x apart" in c.note
+    assert c.verdict == "inconclusive" and "more than 2.0x apart" in c.note
+
+
+def test_the_more_speed_shift_was_divided_out_the_wider_the_interval():
+    """Calibration: what normalisation leaves of a speed shift grows with the shift (SHIFT_NOISE)."""
+    kind = SpeedIndex.name
+    base = source(dataclasses.replace(make_result(steps(55, seed=1)), speed_index=kind))
+
+    def width(load, factor=1.10):
+        cur = source(dataclasses.replace(make_result(steps(55, seed=2, factor=factor, load=load)), speed_index=kind))
+        c = change(compare(base, cur))
+        return c.high - c.low, c
+
+    steady, c1 = width(1.0)
+    shifted, c2 = width(1.5)
+    assert shifted > steady + 2  # percentage points
+    assert c1.verdict == "regression"
+    assert c2.verdict == "inconclusive"  # 10% slower behind a 1.5x shift: too close to call
+    assert width(1.5, factor=1.25)[1].verdict == "regression"  # 25% is not
+    time = paired(base.entries[0].steps, source(dataclasses.replace(
+        make_result(steps(55, seed=2, load=1.5)), speed_index=kind)).entries[0].steps)
+    assert isinstance(time, TimeChange) and time.speed_shift == pytest.approx(1.5, rel=0.02)
 
 
 def test_runs_that_timed_different_speed_index_workloads_are_not_load_normalised():

@@ -327,9 +327,10 @@ def load_mismatch(b: Entry, c: Entry) -> str:
 
 # CPU runs: how far apart the two runs' median speed-index times may be for a time verdict, by workload
 # (RunResult.speed_index). The single 192x192 product of older files ("") tracked the steps too loosely
-# to divide a 1.15x shift out; the transformer block tracked shifts of 15% to 1.6% (docs/ci.md).
+# to divide a 1.15x shift out. The transformer block divided out shifts up to 1.6x, leaving errors that
+# grow with the shift (paired.SHIFT_NOISE widens the interval for them); past 2x nothing was calibrated.
 SPEED_INDEX_LIMITS = {"": 1.15}
-SPEED_INDEX_LIMIT = 1.5
+SPEED_INDEX_LIMIT = 2.0
 
 
 def speed_mismatch(b: Entry, c: Entry) -> str:

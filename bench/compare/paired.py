@@ -30,6 +30,10 @@ MIN_PAIRS = 6  # below this no interval is worth stating
 # code, 20 pairs of ``bench run --preset ci`` processes on a shared 2-core VM (docs/ci.md, calibration).
 # ``bench compare --noise-floor`` sets another (a runner's own, from tests/benchmarks/calibrate.py).
 NOISE_FLOOR = 0.02
+# What is left of a speed shift after dividing it out: identical pairs whose speed indexes were more than
+# 1.2x apart moved by a standard deviation of 3.8% against 2.1% below (same calibration); modelled as this
+# fraction of the shift's log, added to the floor in quadrature.
+SHIFT_NOISE = 0.12
 REFERENCE_WINDOW = 4  # steps either side in the rolling median of the speed index
 
 
@@ -61,6 +65,7 @@ class TimeChange:
     high: float
     p: float | None
     note: str = ""
+    speed_shift: float = 1.0  # how much faster or slower the machine ran in the current run (speed index), divided out
 
 
 MEASURES = ("wall", "cpu")
@@ -110,9 +115,15 @@ def paired(base: Steps, cur: Steps, normalise: bool = True, measure: str = "wall
         return _too_few(len(diffs), "paired", statistics.median(diffs) if diffs else math.nan)
     est, lo, hi = hodges_lehmann(diffs)
     p = _wilcoxon_p(diffs)
+    shift = 1.0
+    if normalised:
+        refs_b = [r for r in base.reference if r is not None and r > 0]
+        refs_c = [r for r in cur.reference if r is not None and r > 0]
+        if refs_b and refs_c:
+            shift = statistics.median(refs_c) / statistics.median(refs_b)
     method = ("paired steps, CPU time" if measure == "cpu" else
               "paired steps, load-normalised" if normalised else "paired steps")
-    return TimeChange(method, len(diffs), math.expm1(est), math.expm1(lo), math.expm1(hi), p, kind_note)
+    return TimeChange(method, len(diffs), math.expm1(est), math.expm1(lo), math.expm1(hi), p, kind_note, shift)
 
 
 def with_noise_floor(change: TimeChange, floor: float, runs: int = 1) -> TimeChange:
@@ -122,19 +133,22 @@ def with_noise_floor(change: TimeChange, floor: float, runs: int = 1) -> TimeCha
     two runs differ, not how much two runs of identical code differ: on a shared 2-core VM, identical
     pairs moved by a standard deviation of about 2% after load normalisation, far more than their
     per-step intervals allowed (docs/ci.md, calibration). ``floor`` is that standard deviation as a
-    fraction of one run per side (0.02: 2%); with ``runs`` runs per side it shrinks as 1/sqrt(runs). It is
-    added in quadrature to each side of the interval (log scale), and the p-value is recomputed from the
-    widened standard error (normal approximation)."""
+    fraction of one run per side (0.02: 2%); with ``runs`` runs per side it shrinks as 1/sqrt(runs). The
+    more of a speed shift the normalisation divided out, the more of it may be left:
+    :data:`SHIFT_NOISE` x |log shift| joins the floor in quadrature. The total is added in quadrature to
+    each side of the interval (log scale), and the p-value is recomputed from the widened standard error
+    (normal approximation)."""
     if floor <= 0 or not (math.isfinite(change.low) and math.isfinite(change.high)) or change.n <= 0:
         return change
-    sigma = floor / math.sqrt(max(1, runs))
+    sigma = math.hypot(floor / math.sqrt(max(1, runs)), SHIFT_NOISE * abs(math.log(change.speed_shift)))
     est, lo, hi = (math.log1p(x) for x in (change.estimate, change.low, change.high))
     below = math.hypot((est - lo) / Z95, sigma)
     above = math.hypot((hi - est) / Z95, sigma)
     se = (below + above) / 2
     p = math.erfc(abs(est) / se / math.sqrt(2)) if se > 0 else (1.0 if est == 0 else 0.0)
     return TimeChange(f"{change.method} + {100 * sigma:.2g}% run-to-run noise", change.n, change.estimate,
-                      math.expm1(est - Z95 * below), math.expm1(est + Z95 * above), p, change.note)
+                      math.expm1(est - Z95 * below), math.expm1(est + Z95 * above), p, change.note,
+                      change.speed_shift)
 
 
 def unpaired(base: Steps, cur: Steps) -> TimeChange:
