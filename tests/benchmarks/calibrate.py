@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -71,9 +72,14 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
     rows = []
     for r in rounds:
         base = load_source(r / "base")
-        row = {"round": r.name}
+        row: dict = {"round": r.name}
         for cell in CELLS:
-            cmp = compare(base, load_source(r / cell), th, measure=measure, normalise=normalise, noise_floor=floor)
+            cur = load_source(r / cell)
+            cmp = compare(base, cur, th, measure=measure, normalise=normalise, noise_floor=floor)
+            for b, c in zip(base.entries, cur.entries):
+                refs = [[x for x in e.steps.reference if x] for e in (b, c)]
+                if all(refs):
+                    row[f"{c.key} {cell} speed shift"] = statistics.median(refs[1]) / statistics.median(refs[0])
             for c in cmp.changes:
                 if c.metric != "throughput":
                     continue
@@ -86,17 +92,21 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
             "pairs": len(rounds), "counts": counts, "rounds": rows}
 
 
-def run_to_run_noise(report: dict) -> dict[str, float]:
-    """Per strategy: the standard deviation (percent) of the identical pairs' time change, from a report
-    evaluated with ``noise_floor=0``: the figure ``bench compare --noise-floor`` wants for this runner."""
-    import statistics
-
+def run_to_run_noise(report: dict, max_shift: float = 1.2) -> dict[str, tuple[float, float, int]]:
+    """Per strategy, from a report evaluated with ``noise_floor=0``: the standard deviation (percent) of the
+    identical pairs' throughput change, over all pairs and over the pairs whose speed indexes were within
+    ``max_shift`` of each other (and how many those were). The second is the figure for ``bench compare
+    --noise-floor``: what larger shifts leave behind, ``bench compare`` adds itself (paired.SHIFT_NOISE)."""
     out = {}
     for entry in report["counts"]:
-        changes = [row[f"{entry} same"][0] for row in report["rounds"] if f"{entry} same" in row]
-        if len(changes) >= 3:
+        rows = [row for row in report["rounds"] if f"{entry} same" in row]
+        changes = [row[f"{entry} same"][0] for row in rows]
+        steady = [row[f"{entry} same"][0] for row in rows
+                  if max(row.get(f"{entry} same speed shift", 1.0), 1 / row.get(f"{entry} same speed shift", 1.0))
+                  <= max_shift]
+        if len(changes) >= 3 and len(steady) >= 3:
             # the throughput change is the inverse of the time change; at a few percent they are alike
-            out[entry] = statistics.stdev(changes)
+            out[entry] = (statistics.stdev(changes), statistics.stdev(steady), len(steady))
     return out
 
 
@@ -148,9 +158,9 @@ def main() -> int:
     reports["no noise floor"] = raw
     print()
     print_table(raw)
-    for entry, sd in noise.items():
-        print(f"{entry}: identical pairs moved by a standard deviation of {sd:.1f}% (load-normalised): "
-              f"bench compare --noise-floor {sd:.1f} on this runner")
+    for entry, (sd, steady, n) in noise.items():
+        print(f"{entry}: identical pairs moved by a standard deviation of {sd:.1f}% (load-normalised), {steady:.1f}% "
+              f"in the {n} whose speed indexes were within 1.2x: bench compare --noise-floor {steady:.1f} on this runner")
     if args.sweep:
         for floor in (0.01, 0.03):
             rep = evaluate(args.out, thresholds, noise_floor=floor)
