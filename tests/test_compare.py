@@ -629,3 +629,20 @@ def test_noise_floor_option(tmp_path, capsys):
     assert tp(floored)["high"] - tp(floored)["low"] > tp(tight)["high"] - tp(tight)["low"] + 5
     assert main(["compare", str(a), str(b), "--noise-floor", "150"]) == 2
     assert "--noise-floor 150" in capsys.readouterr().err
+
+
+def test_a_run_whose_threads_got_much_less_cpu_than_they_asked_for_gets_no_time_verdict():
+    """Under a neighbour's load (a test suite on the same 2 cores) a 2-thread run got about 1 CPU-second per
+    second, and identical code came out 22% apart after normalisation: no time verdict from such a run."""
+
+    def run(factor, share, seed):
+        r = make_result([dataclasses.replace(s, cpu_s=s.seconds * share) for s in steps(55, factor=factor, seed=seed)])
+        return dataclasses.replace(r, provenance=dataclasses.replace(
+            r.provenance, settings={**r.provenance.settings, "peak_threads": 2}))
+
+    base = source(run(1.0, 1.95, 1))
+    starved = change(compare(base, source(run(1.25, 1.0, 2), name="b")))
+    assert starved.verdict == "inconclusive"
+    assert "current run's process got 1.00 CPU-seconds per second for its 2 threads (50%)" in starved.note
+    assert change(compare(base, source(run(1.25, 1.9, 2), name="b"))).verdict == "regression"
+    assert source(run(1.0, 1.9, 1)).entries[0].identity["threads"] == "2"

@@ -276,7 +276,7 @@ def _time_change(b: Entry, c: Entry, name: str, label: str, spec: MetricSpec, ba
         lo, hi = -math.inf, math.inf
     note = time.note or (f"unpaired: {why_unpaired}" if why_unpaired else "")
     verdict = ""
-    overload = load_mismatch(b, c) or speed_mismatch(b, c)
+    overload = starved_run(b, c) or load_mismatch(b, c) or speed_mismatch(b, c)
     if threshold is not None and threshold.unit == "%" and overload:
         verdict, note = VERDICT_INCONCLUSIVE, "; ".join(x for x in (note, overload) if x)
     elif threshold is not None and threshold.unit == "%":
@@ -299,6 +299,31 @@ def _inverse(change: float) -> float:
 
 def _cpu_runs(b: Entry, c: Entry) -> bool:
     return all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c))
+
+
+STARVED_SHARE = 0.8  # CPU runs: a run whose process got less than this share of the CPU its threads asked for
+
+
+def starved_run(b: Entry, c: Entry) -> str:
+    """Why the time verdict cannot be trusted on a CPU, or ``""``: a run's process got much less CPU than its
+    threads asked for (CPU-seconds per wall second below :data:`STARVED_SHARE` x its threads): other jobs
+    were time-sharing its cores. Then a step and the speed index lose different shares of their time to the
+    scheduler (two threads that wait for each other stall whenever either is switched out), and dividing
+    one by the other stops working: runs of identical code 2x slower than quiet, at 0.9-1.3 CPU-seconds per
+    second for 2 threads, came out 22% apart after normalisation. Quiet runs got 1.94-1.99."""
+    if not _cpu_runs(b, c):
+        return ""
+    for side, e in (("baseline", b), ("current", c)):
+        threads = int(e.identity.get("threads") or 0)
+        cpu = [x for x in e.steps.cpu if x is not None]
+        if threads <= 0 or not cpu or len(cpu) != len(e.steps.cpu) or sum(e.steps.seconds) <= 0:
+            continue
+        share = sum(cpu) / sum(e.steps.seconds)
+        if share < STARVED_SHARE * threads:
+            return (f"the {side} run's process got {share:.2f} CPU-seconds per second for its {threads} threads "
+                    f"({100 * share / threads:.0f}%): other jobs were sharing its cores, which slows steps and the "
+                    f"speed index unequally; rerun on a quieter runner (or give the job its cores to itself)")
+    return ""
 
 
 LOAD_SHARE_LIMIT = 1.5  # CPU runs: the two runs' CPU shares may differ by this factor at most

@@ -225,6 +225,9 @@ def entry_from_results(runs: Sequence[Any], machine: str = "") -> Entry:
     work = to_data(first.work) if first.work is not None else None
     identity = {"machine": machine, "device": f"{prov.device} {prov.device_name}".strip(),
                 "precision": prov.precision, "data": first.data_sha256, "model": first.model_sha256}
+    threads = (prov.settings or {}).get("peak_threads")
+    if isinstance(threads, int) and threads > 0:
+        identity["threads"] = str(threads)  # the run process's intra-op threads (not compared: see starved_run)
     outcomes = {("accuracy" if k == primary else k): v for k, v in first.outcomes.items()}
     return Entry(first.series, values, Steps(tuple(seconds), tuple(samples), tuple(tokens), tuple(refs),
                                                tuple(run_ids), tuple(cpus), first.speed_index),
