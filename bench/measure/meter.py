@@ -55,10 +55,10 @@ class SpeedIndex:
     The workload is one BERT-sized transformer block's forward (attention and MLP, ``dim`` wide,
     ``batch`` x ``seq`` tokens, fixed random weights and input, fp32, no autograd): the kernels a step
     runs, at the sizes a step runs them. On a shared 2-core VM, whose speed moved 10-15% between
-    processes of identical code, such a block (about 19 ms there) tracked the steps of a MiniLM forward
-    to about 2% (standard deviation over 14 identical pairs), where the single 192x192 matrix product
-    used before tracked them to 3.8%, and smaller blocks (5 ms: a quarter of the tokens, or 256 wide)
-    to 5-8% (docs/ci.md, calibration). ``name`` identifies the workload in results files: two runs are
+    processes of identical code, a BERT layer of this size (about 19 ms there) tracked the steps of a
+    MiniLM forward to 1.6-1.9% (standard deviation of identical pairs), where the single 192x192 matrix
+    product used before tracked them to 3.8%, and smaller ones (5 ms: a quarter of the tokens, or 256
+    wide) to 6-8%; this block, in 20 pairs of ``bench run --preset ci``, to 2.5% (docs/ci.md). ``name`` identifies the workload in results files: two runs are
     divided by each other's index only when their names agree."""
 
     name = "block-d384-16x32"
