@@ -7,10 +7,11 @@ pair's log time ratio and estimates the change as the Hodges-Lehmann median of t
 that goes with Wilcoxon's signed-rank test), with its 95% interval from the Walsh averages and
 Wilcoxon's p. A 3x spread of step times between long and short batches cancels out of every pair.
 
-The machine's load can still change between two runs (CI runs them one after the other on a shared
-runner). Each timed step is followed by a reference product (``StepSample.reference_s``, the speed
-index), and with ``normalise`` each pair's ratio is divided by the ratio of the two runs' local speed
-indexes (a rolling median over neighbouring steps), which takes a machine-wide slowdown out.
+The machine's speed can still change between two runs (CI runs them one after the other on a shared
+runner). Each timed step is followed by the speed index (``StepSample.reference_s``: a fixed transformer
+block's forward, see ``bench.measure.meter.SpeedIndex``), and with ``normalise`` each pair's ratio is
+divided by the ratio of the two runs' local speed indexes (a rolling median over neighbouring steps).
+:func:`with_noise_floor` then widens the interval by the run-to-run noise that no pairing removes.
 
 Inputs that cannot be paired (other tools' pytest-benchmark files, runs whose batches differ) fall back
 to :func:`unpaired`: the two-sample Hodges-Lehmann shift of log time per token, with its interval from
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 
 Z95 = 1.959963984540054
 MIN_PAIRS = 6  # below this no interval is worth stating
-# The between-run standard deviation of a load-normalised paired estimate, one run per side: identical
-# code, 20 pairs of ``bench run --preset ci`` processes on a shared 2-core VM (docs/ci.md, calibration).
+# The between-run standard deviation of a load-normalised paired estimate, one run per side, identical
+# code, on a shared 2-core VM: 2.2% over the 16 of 20 ``bench run --preset ci`` pairs whose speed indexes
+# were within 1.2x (larger shifts: SHIFT_NOISE), 1.6-1.9% in the experiment that chose the index (docs/ci.md).
 # ``bench compare --noise-floor`` sets another (a runner's own, from tests/benchmarks/calibrate.py).
 NOISE_FLOOR = 0.02
 # What is left of a speed shift after dividing it out: identical pairs whose speed indexes were more than
