@@ -251,3 +251,16 @@ def test_fp32_and_bf16_runs_of_the_same_code_are_refused_in_one_line(tiny_bert, 
     out = capsys.readouterr().out
     assert "precision" in out and "last-layers" in out
     json.loads((tmp_path / "bf16" / "results.json").read_text())  # both files stay valid results
+
+
+def test_the_peak_probe_shrinks_shapes_it_cannot_afford_and_keeps_the_others():
+    """bf16 on an AVX2-only CPU ran the full 2048-row probe for 6 minutes; a shape whose products would take
+    far past the budget is probed on fewer rows (never below 64), one within it keeps its size."""
+    import torch
+
+    from bench.measure.peak import _affordable_rows
+
+    assert _affordable_rows(2048, 384, 1536, torch.float32, "cpu", budget_s=1e3, calls=5) == 2048
+    assert _affordable_rows(2048, 384, 1536, torch.float32, "cpu", budget_s=1e-9, calls=5) == 64
+    middle = _affordable_rows(4096, 512, 512, torch.float32, "cpu", budget_s=1e-4, calls=5)
+    assert 64 <= middle <= 4096 and middle % 16 == 0

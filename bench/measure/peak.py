@@ -122,6 +122,7 @@ def probe_peak(device: str, precision: str, min_repeats: int = 3, max_repeats: i
     repeats = 0
     deadline = time.perf_counter() + budget_s
     for rows, inner, cols in PROBE_SHAPES:
+        rows = _affordable_rows(rows, inner, cols, dtype, device, budget_s / len(PROBE_SHAPES), min_repeats + 2)
         a = torch.randn(rows, inner, device=device, dtype=dtype)
         b = torch.randn(inner, cols, device=device, dtype=dtype)
         for _ in range(2):
@@ -139,6 +140,28 @@ def probe_peak(device: str, precision: str, min_repeats: int = 3, max_repeats: i
         repeats = max(repeats, n)
         rates[f"{rows}x{inner}x{cols}"] = best
     return max(rates.values()), {"rates_flops": rates, "repeats": repeats}
+
+
+def _affordable_rows(rows: int, inner: int, cols: int, dtype: Any, device: str, budget_s: float, calls: int) -> int:
+    """``rows``, or fewer (a multiple of 16, at least 64) when ``calls`` products of the full shape would take
+    more than 30x ``budget_s`` (then about 4x): a dtype the CPU has no instructions for (bf16 on an
+    AVX2-only CPU runs about 100x slower than fp32) made the full probe take 6 minutes. Estimated from one
+    64-row product, which runs below the full shape's rate, hence the wide margin: fp32 shapes keep their
+    size."""
+    import torch
+
+    if device == "cuda":
+        return rows
+    probe_rows = min(rows, 64)
+    a = torch.randn(probe_rows, inner, dtype=dtype)
+    b = torch.randn(inner, cols, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    a @ b
+    full_s = (time.perf_counter() - start) * rows / probe_rows
+    if full_s * calls <= 30 * budget_s:
+        return rows
+    return max(64, min(rows, int(rows * 4 * budget_s / (full_s * calls)) // 16 * 16))
 
 
 def theoretical_peak(device: str, precision: str) -> tuple[float | None, str]:
