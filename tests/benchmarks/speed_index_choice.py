@@ -74,7 +74,7 @@ def one_process(steps: int, slowdown: float) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
