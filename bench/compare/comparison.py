@@ -34,7 +34,15 @@ from bench.compare.metrics import (
     relative_change,
     thresholds_from,
 )
-from bench.compare.paired import NOISE_FLOOR, TimeChange, paired, steps_needed, unpaired, with_noise_floor
+from bench.compare.paired import (
+    NOISE_FLOOR,
+    Steps,
+    TimeChange,
+    paired,
+    steps_needed,
+    unpaired,
+    with_noise_floor,
+)
 from bench.compare.sources import Entry, Source
 from bench.compare.statistics import DEFAULT_ALPHA
 from bench.core.errors import UsageError
@@ -301,6 +309,14 @@ def _cpu_runs(b: Entry, c: Entry) -> bool:
     return all(e.identity.get("device", "").split(" ")[0] == "cpu" for e in (b, c))
 
 
+def _cpu_share(steps: Steps) -> float | None:
+    """CPU-seconds per wall second of a run's timed steps, or None when not every step has its CPU time."""
+    cpu = [x for x in steps.cpu if x is not None]
+    if not cpu or len(cpu) != len(steps.cpu) or sum(steps.seconds) <= 0:
+        return None
+    return sum(cpu) / sum(steps.seconds)
+
+
 STARVED_SHARE = 0.8  # CPU runs: a run whose process got less than this share of the CPU its threads asked for
 
 
@@ -315,11 +331,8 @@ def starved_run(b: Entry, c: Entry) -> str:
         return ""
     for side, e in (("baseline", b), ("current", c)):
         threads = int(e.identity.get("threads") or 0)
-        cpu = [x for x in e.steps.cpu if x is not None]
-        if threads <= 0 or not cpu or len(cpu) != len(e.steps.cpu) or sum(e.steps.seconds) <= 0:
-            continue
-        share = sum(cpu) / sum(e.steps.seconds)
-        if share < STARVED_SHARE * threads:
+        share = _cpu_share(e.steps)
+        if threads > 0 and share is not None and share < STARVED_SHARE * threads:
             return (f"the {side} run's process got {share:.2f} CPU-seconds per second for its {threads} threads "
                     f"({100 * share / threads:.0f}%): other jobs were sharing its cores, which slows steps and the "
                     f"speed index unequally; rerun on a quieter runner (or give the job its cores to itself)")
@@ -336,12 +349,10 @@ def load_mismatch(b: Entry, c: Entry) -> str:
     where one baseline's process got 0.15 CPU-seconds per second and the next run 0.62)."""
     if not _cpu_runs(b, c):
         return ""
-    shares = []
-    for steps in (b.steps, c.steps):
-        cpu = [x for x in steps.cpu if x is not None]
-        if not cpu or len(cpu) != len(steps.cpu) or sum(steps.seconds) <= 0:
-            return ""
-        shares.append(sum(cpu) / sum(steps.seconds))
+    found = [_cpu_share(b.steps), _cpu_share(c.steps)]
+    shares = [x for x in found if x is not None]
+    if len(shares) != 2:
+        return ""
     low, high = sorted(shares)
     if low > 0 and high / low <= LOAD_SHARE_LIMIT:
         return ""
