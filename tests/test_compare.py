@@ -15,6 +15,7 @@ import pytest
 from bench.compare.comparison import compare, judge_interval
 from bench.compare.metrics import DEFAULT_THRESHOLDS, parse_threshold, thresholds_from
 from bench.compare.paired import (
+    STEP_SENSITIVITY,
     Steps,
     TimeChange,
     hodges_lehmann,
@@ -50,12 +51,13 @@ LENGTHS = [20 + (i * 37) % 60 for i in range(200)]  # the batches' lengths, 20 t
 def steps(n: int, *, factor: float = 1.0, noise: float = 0.03, seed: int = 0, load: float = 1.0,
           reference: bool = True) -> list[StepSample]:
     """``n`` timed steps whose seconds are proportional to the batch's tokens (x ``factor``), with
-    multiplicative noise; ``load`` slows steps and the speed index alike (a busy neighbour)."""
+    multiplicative noise; ``load`` slows the speed index by ``load`` and the steps by ``load`` **
+    STEP_SENSITIVITY (a busy neighbour, as calibrated: steps follow 0.9 of the index's change)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         tokens = 8 * LENGTHS[i]
-        secs = 1e-4 * tokens * factor * load * math.exp(rng.gauss(0, noise))
+        secs = 1e-4 * tokens * factor * load ** STEP_SENSITIVITY * math.exp(rng.gauss(0, noise))
         ref = 2e-4 * load * math.exp(rng.gauss(0, 0.01)) if reference else None
         out.append(StepSample("timed", secs, 8, tokens, "train", tokens, ref, secs * 2))
     return out
@@ -159,7 +161,7 @@ def test_the_speed_index_divides_a_machine_wide_slowdown_out():
     normalised = paired(base, busy)
     raw = paired(base, busy, normalise=False)
     assert isinstance(normalised, TimeChange) and isinstance(raw, TimeChange)
-    assert abs(normalised.estimate) < 0.02 and raw.estimate == pytest.approx(0.40, abs=0.03)
+    assert abs(normalised.estimate) < 0.02 and raw.estimate == pytest.approx(1.4 ** STEP_SENSITIVITY - 1, abs=0.03)
 
 
 def test_steps_that_did_different_work_are_not_paired():
@@ -568,24 +570,42 @@ def test_the_speed_index_workload_of_the_runs_decides_the_guard():
 
 
 def test_the_more_speed_shift_was_divided_out_the_wider_the_interval():
-    """Calibration: what normalisation leaves of a speed shift grows with the shift (SHIFT_NOISE)."""
+    """Calibration: steps follow STEP_SENSITIVITY (0.9) of the speed index's change, which the pairing divides
+    out; what an error in that sensitivity could leave grows with the shift (SHIFT_NOISE)."""
     kind = SpeedIndex.name
     base = source(dataclasses.replace(make_result(steps(55, seed=1)), speed_index=kind))
 
-    def width(load, factor=1.10):
+    def measured(load, factor=1.10):
         cur = source(dataclasses.replace(make_result(steps(55, seed=2, factor=factor, load=load)), speed_index=kind))
-        c = change(compare(base, cur))
-        return c.high - c.low, c
+        return change(compare(base, cur))
 
-    steady, c1 = width(1.0)
-    shifted, c2 = width(1.5)
-    assert shifted > steady + 2  # percentage points
-    assert c1.verdict == "regression"
-    assert c2.verdict == "inconclusive"  # 10% slower behind a 1.5x shift: too close to call
-    assert width(1.5, factor=1.25)[1].verdict == "regression"  # 25% is not
+    steady, shifted, far = measured(1.0), measured(1.5), measured(1.8)
+    assert steady.high - steady.low < shifted.high - shifted.low < far.high - far.low
+    assert (shifted.high - shifted.low) - (steady.high - steady.low) > 1  # percentage points
+    # the machine's shift is divided out: the same 10% slowdown reads the same behind any of them
+    assert shifted.change == pytest.approx(steady.change, abs=0.5) and far.change == pytest.approx(steady.change, abs=0.5)
+    assert steady.verdict == shifted.verdict == far.verdict == "regression"
+    assert measured(1.8, factor=1.05).verdict == "inconclusive"  # 5% behind a 1.8x shift: too close to call
     time = paired(base.entries[0].steps, source(dataclasses.replace(
         make_result(steps(55, seed=2, load=1.5)), speed_index=kind)).entries[0].steps)
     assert isinstance(time, TimeChange) and time.speed_shift == pytest.approx(1.5, rel=0.02)
+    assert abs(time.estimate) < 0.01  # identical code on a 1.5x slower machine
+
+
+def test_dividing_the_whole_index_change_out_would_overcorrect(monkeypatch):
+    """Steps that slow 0.9x as much as the index (the calibrated machine): dividing by the full index ratio
+    reads identical code on a 1.5x slower machine as 4% faster; the calibrated sensitivity reads it as equal."""
+    import bench.compare.paired as paired_module
+
+    kind = SpeedIndex.name
+    base = source(dataclasses.replace(make_result(steps(55, seed=1)), speed_index=kind)).entries[0].steps
+    busy = source(dataclasses.replace(make_result(steps(55, seed=2, load=1.5)), speed_index=kind)).entries[0].steps
+    calibrated = paired(base, busy)
+    monkeypatch.setattr(paired_module, "STEP_SENSITIVITY", 1.0)
+    full = paired(base, busy)
+    assert isinstance(calibrated, TimeChange) and isinstance(full, TimeChange)
+    assert abs(calibrated.estimate) < 0.01
+    assert full.estimate == pytest.approx(1.5 ** (STEP_SENSITIVITY - 1) - 1, abs=0.01)  # about -4%
 
 
 def test_runs_that_timed_different_speed_index_workloads_are_not_load_normalised():
@@ -594,7 +614,7 @@ def test_runs_that_timed_different_speed_index_workloads_are_not_load_normalised
     time = paired(source(old).entries[0].steps, source(new).entries[0].steps)
     assert isinstance(time, TimeChange) and time.method == "paired steps"
     assert "different speed-index workloads" in time.note and "matmul-192 vs block-" in time.note
-    assert time.estimate == pytest.approx(0.30, abs=0.03)  # the machine's shift stays in: nothing divided it out
+    assert time.estimate == pytest.approx(1.3 ** STEP_SENSITIVITY - 1, abs=0.03)  # the shift stays in: nothing divided it out
 
 
 def test_the_noise_floor_widens_the_interval_and_the_p_value():

@@ -10,7 +10,8 @@ Wilcoxon's p. A 3x spread of step times between long and short batches cancels o
 The machine's speed can still change between two runs (CI runs them one after the other on a shared
 runner). Each timed step is followed by the speed index (``StepSample.reference_s``: a fixed transformer
 block's forward, see ``bench.measure.meter.SpeedIndex``), and with ``normalise`` each pair's ratio is
-divided by the ratio of the two runs' local speed indexes (a rolling median over neighbouring steps).
+divided by the ratio of the two runs' local speed indexes (a rolling median over neighbouring steps),
+raised to :data:`STEP_SENSITIVITY` (a step follows about 0.9 of the index's change).
 :func:`with_noise_floor` then widens the interval by the run-to-run noise that no pairing removes.
 
 Inputs that cannot be paired (other tools' pytest-benchmark files, runs whose batches differ) fall back
@@ -32,10 +33,16 @@ MIN_PAIRS = 6  # below this no interval is worth stating
 # were within 1.2x (larger shifts: SHIFT_NOISE), 1.6-1.9% in the experiment that chose the index (docs/ci.md).
 # ``bench compare --noise-floor`` sets another (a runner's own, from tests/benchmarks/calibrate.py).
 NOISE_FLOOR = 0.02
-# What is left of a speed shift after dividing it out: identical pairs whose speed indexes were more than
-# 1.2x apart moved by a standard deviation of 3.8% against 2.1% below (same calibration); modelled as this
-# fraction of the shift's log, added to the floor in quadrature.
-SHIFT_NOISE = 0.12
+# How much of the speed index's change a step's time follows, on a log scale: when the machine slowed, the
+# steps slowed about 0.9x as much as the index. Calibration (20 rounds of last-layers ``--preset ci``, docs/ci.md):
+# within runs, a step's time moved 0.82x the index's local median (a lower bound: the index's own jitter
+# pulls the slope down); between runs, identical pairs spread least at 0.9 (2.5% -> 2.1%), and their leftover
+# stopped growing with the shift (it had been 3.8% past a 1.2x shift against 2.1% below, when all of the
+# index's change was divided out). :func:`paired` divides each pair by the index ratio to this power.
+STEP_SENSITIVITY = 0.9
+# How uncertain that sensitivity is (other strategies, other machines): +-0.05 of the shift's log, added to
+# the noise floor in quadrature (:func:`with_noise_floor`): a 1.3x shift adds 1.3%.
+SHIFT_NOISE = 0.05
 REFERENCE_WINDOW = 4  # steps either side in the rolling median of the speed index
 
 
@@ -111,7 +118,7 @@ def paired(base: Steps, cur: Steps, normalise: bool = True, measure: str = "wall
                 continue
             d = math.log(secs_c / secs_b)
             if normalised and ref_b is not None and ref_c is not None:
-                d -= math.log(ref_c[i] / ref_b[i])
+                d -= STEP_SENSITIVITY * math.log(ref_c[i] / ref_b[i])
             diffs.append(d)
     if len(diffs) < MIN_PAIRS:
         return _too_few(len(diffs), "paired", statistics.median(diffs) if diffs else math.nan)
@@ -136,8 +143,8 @@ def with_noise_floor(change: TimeChange, floor: float, runs: int = 1) -> TimeCha
     pairs moved by a standard deviation of about 2% after load normalisation, far more than their
     per-step intervals allowed (docs/ci.md, calibration). ``floor`` is that standard deviation as a
     fraction of one run per side (0.02: 2%); with ``runs`` runs per side it shrinks as 1/sqrt(runs). The
-    more of a speed shift the normalisation divided out, the more of it may be left:
-    :data:`SHIFT_NOISE` x |log shift| joins the floor in quadrature. The total is added in quadrature to
+    more of a speed shift the normalisation divided out, the more an error in :data:`STEP_SENSITIVITY`
+    leaves behind: :data:`SHIFT_NOISE` x |log shift| joins the floor in quadrature. The total is added in quadrature to
     each side of the interval (log scale), and the p-value is recomputed from the widened standard error
     (normal approximation)."""
     if floor <= 0 or not (math.isfinite(change.low) and math.isfinite(change.high)) or change.n <= 0:
