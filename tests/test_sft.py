@@ -435,25 +435,17 @@ def test_train_layers_last_1_leaves_every_other_parameter_bit_identical(tiny_lla
 
 
 @pytest.mark.assets
-def test_sft_on_default_assets_small(tmp_path, capsys):
-    code = main(["run", "-s", "sft", "--preset", "smoke", "--train-samples", "6", "--eval-samples", "3",
-                 "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "4", "--no-isolate",
-                 "--out", str(tmp_path / "out"), "-p", "no:profiler"])
-    assert code == 0, capsys.readouterr().err
-    result = json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]
-    assert result["status"] == "passed", result.get("error")
-    extra = result["extra"]
-    assert extra["prompt_format"] == "chat" and extra["data"]["name"] == "default-instructions"
-    assert set(extra["data"]["sources"]) == {"rotten-tomatoes", "vader-movie-reviews", "arithmetic"}
-    assert "exact_match_after_arithmetic" in result["metrics"]
-    assert result["params"]["total"] == 134_515_008
-
-
-@pytest.mark.assets
 @pytest.mark.slow
 def test_sft_smoke_preset_learns_on_the_default_assets(tmp_path):
-    """The smoke preset is a sanity check that sees learning: exact match after above the zero-shot figure."""
+    """End to end on the embedded defaults (SmolLM2-135M, the default instructions): the smoke preset is a
+    sanity check that sees learning: exact match after above the zero-shot figure."""
     assert main(["run", "-s", "sft", "--preset", "smoke", "--no-isolate", "-p", "no:profiler",
                  "--out", str(tmp_path / "o")]) == 0
-    metrics = json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]["metrics"]
+    result = json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]
+    assert result["status"] == "passed", result.get("error")
+    extra, metrics = result["extra"], result["metrics"]
+    assert extra["prompt_format"] == "chat" and extra["data"]["name"] == "default-instructions"
+    assert set(extra["data"]["sources"]) == {"rotten-tomatoes", "vader-movie-reviews", "arithmetic"}
+    assert "exact_match_after_arithmetic" in metrics
+    assert result["params"]["total"] == 134_515_008
     assert metrics["exact_match_after"] > metrics["exact_match_before"], metrics

@@ -14,7 +14,8 @@ region). Each current run is compared with the round's baseline (``bench compare
 It also prints the runner's run-to-run noise: the standard deviation of the identical pairs' load-normalised
 change, the figure for ``bench compare --noise-floor`` (the default, 2%, is this measurement on a shared
 2-core VM). ``--sweep`` recounts from the same runs for other noise floors, throughput thresholds and time
-measures (wall time with and without the speed index, CPU time, no floor), which is how the defaults were
+measures (wall time with and without the speed index, CPU time, no floor) and with the whole speed-index
+change divided out (step sensitivity 1, the model before 2026-11-30), which is how the defaults were
 chosen (docs/ci.md).
 """
 
@@ -27,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -76,10 +79,10 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
         for cell in CELLS:
             cur = load_source(r / cell)
             cmp = compare(base, cur, th, measure=measure, normalise=normalise, noise_floor=floor)
-            for b, c in zip(base.entries, cur.entries):
-                refs = [[x for x in e.steps.reference if x] for e in (b, c)]
+            for be, ce in zip(base.entries, cur.entries):
+                refs = [[x for x in e.steps.reference if x] for e in (be, ce)]
                 if all(refs):
-                    row[f"{c.key} {cell} speed shift"] = statistics.median(refs[1]) / statistics.median(refs[0])
+                    row[f"{ce.key} {cell} speed shift"] = statistics.median(refs[1]) / statistics.median(refs[0])
             for c in cmp.changes:
                 if c.metric != "throughput":
                     continue
@@ -90,6 +93,20 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
         rows.append(row)
     return {"measure": measure, "normalise": normalise, "noise_floor": floor, "thresholds": thresholds,
             "pairs": len(rounds), "counts": counts, "rounds": rows}
+
+
+@contextmanager
+def sensitivity(step_sensitivity: float, shift_noise: float) -> Iterator[None]:
+    """Evaluate with another share of the speed index's change divided out (paired.STEP_SENSITIVITY) and
+    its uncertainty (paired.SHIFT_NOISE)."""
+    from bench.compare import paired
+
+    saved = paired.STEP_SENSITIVITY, paired.SHIFT_NOISE
+    paired.STEP_SENSITIVITY, paired.SHIFT_NOISE = step_sensitivity, shift_noise
+    try:
+        yield
+    finally:
+        paired.STEP_SENSITIVITY, paired.SHIFT_NOISE = saved
 
 
 def run_to_run_noise(report: dict, max_shift: float = 1.2) -> dict[str, tuple[float, float, int]]:
@@ -162,6 +179,12 @@ def main() -> int:
         print(f"{entry}: identical pairs moved by a standard deviation of {sd:.1f}% (load-normalised), {steady:.1f}% "
               f"in the {n} whose speed indexes were within 1.2x: bench compare --noise-floor {steady:.1f} on this runner")
     if args.sweep:
+        with sensitivity(1.0, 0.12):  # before 2026-11-30: the whole index change divided out
+            rep = evaluate(args.out, thresholds)
+        reports["step sensitivity 1"] = rep
+        print()
+        print("step sensitivity 1 (the index's whole change divided out), shift noise 12%:")
+        print_table(rep)
         for floor in (0.01, 0.03):
             rep = evaluate(args.out, thresholds, noise_floor=floor)
             reports[f"noise floor {100 * floor:g}%"] = rep

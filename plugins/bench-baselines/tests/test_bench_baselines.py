@@ -13,7 +13,7 @@ import pytest
 from bench.host.cli import main
 from bench.results.schema import PhaseMeasure, Provenance, RunResult, StepSample
 from bench.results.store import load_results
-from bench.testing import check_strategy, default_assets
+from bench.testing import check_strategy, default_assets, tiny_bert, tiny_sentiment_csv
 
 from bench_baselines import ratios, speed
 
@@ -159,10 +159,14 @@ def test_repeats_aggregate_to_the_median_of_their_own_ratios():
 
 
 def test_speed_command_runs_the_pairs_and_prints_the_ratio_table(tmp_path, capsys):
-    model, data = default_assets("classification")
+    # the command's plumbing (8 bench run processes, the pairs, the table): a tiny model keeps it fast; the
+    # real assets are exercised by test_a_run_with_both_sides_prints_the_ratio_table
+    model = tiny_bert(tmp_path / "model")
+    data = tiny_sentiment_csv(tmp_path / "data.csv")
     out = tmp_path / "speed"
     code = speed.main(["--only", "classification", "--out", str(out), "--preset", "smoke", "--",
-                       "--model", str(model), "--dataset", str(data), "--max-steps", "2"])
+                       "--model", str(model), "--dataset", str(data), "--max-steps", "2",
+                       "--train-samples", "32", "--eval-samples", "16", "--no-isolate"])
     assert code == 0
     text = capsys.readouterr().out
     assert "all-layers" in text and "hf-trainer" in text and "head+last:1" in text
