@@ -29,8 +29,9 @@ from dataclasses import dataclass
 Z95 = 1.959963984540054
 MIN_PAIRS = 6  # below this no interval is worth stating
 # The between-run standard deviation of a load-normalised paired estimate, one run per side, identical
-# code, on a shared 2-core VM: 2.2% over the 16 of 20 ``bench run --preset ci`` pairs whose speed indexes
-# were within 1.2x (larger shifts: SHIFT_NOISE), 1.6-1.9% in the experiment that chose the index (docs/ci.md).
+# code, on a shared 2-core VM: 2.2-2.5% in two calibrations of 20 ``bench run --preset ci`` pairs (docs/ci.md).
+# That spread includes each pair's own step noise (a standard error of about 1.2%), which the paired interval
+# already carries; 2% added to it in quadrature gives the 2.3% observed.
 # ``bench compare --noise-floor`` sets another (a runner's own, from tests/benchmarks/calibrate.py).
 NOISE_FLOOR = 0.02
 # How much of the speed index's change a step's time follows, on a log scale: when the machine slowed, the
