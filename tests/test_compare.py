@@ -651,6 +651,30 @@ def test_noise_floor_option(tmp_path, capsys):
     assert "--noise-floor 150" in capsys.readouterr().err
 
 
+def test_a_noise_floor_for_one_benchmark(tmp_path, capsys):
+    """all-layers spread more than last-layers in calibration: ``--noise-floor all-layers=3.5`` widens its
+    interval alone; names that are not in both runs, and values that are not percentages, exit 2."""
+    a = write(tmp_path / "a.json", make_result(steps(55, seed=1)), make_result(steps(55, seed=3), strategy="last-layers"))
+    b = write(tmp_path / "b.json", make_result(steps(55, seed=2, factor=1.03)),
+              make_result(steps(55, seed=4, factor=1.03), strategy="last-layers"))
+
+    def widths(*floors):
+        args = [x for f in floors for x in ("--noise-floor", f)]
+        assert main(["compare", str(a), str(b), *args, "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        return {c["benchmark"]: c["high"] - c["low"] for c in report["changes"] if c["metric"] == "throughput"}
+
+    default = widths()
+    one = widths("all-layers=3.5")
+    both = widths("0", "all-layers=3.5")
+    assert one["all-layers"] > default["all-layers"] + 2 and one["last-layers"] == pytest.approx(default["last-layers"])
+    assert both["all-layers"] == pytest.approx(one["all-layers"]) and both["last-layers"] < default["last-layers"] - 2
+    assert main(["compare", str(a), str(b), "--noise-floor", "lora=3"]) == 2
+    assert "--noise-floor lora=...: no such benchmark" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--noise-floor", "all-layers=big"]) == 2
+    assert "not a percentage" in capsys.readouterr().err
+
+
 def test_a_run_whose_threads_got_much_less_cpu_than_they_asked_for_gets_no_time_verdict():
     """Under a neighbour's load (a test suite on the same 2 cores) a 2-thread run got about 1 CPU-second per
     second, and identical code came out 22% apart after normalisation: no time verdict from such a run."""

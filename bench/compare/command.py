@@ -49,10 +49,11 @@ def add_arguments(ap: Any) -> None:
     ap.add_argument("--no-load-normalise", dest="normalise", action="store_false",
                     help="do not divide the machine's load (the speed index measured after each step) out of the "
                          "paired step times")
-    ap.add_argument("--noise-floor", dest="noise_floor", type=float, default=100 * NOISE_FLOOR, metavar="PCT",
+    ap.add_argument("--noise-floor", dest="noise_floor", action="append", default=[], metavar="[NAME=]PCT",
                     help=f"the machine's run-to-run noise in percent (standard deviation of one run per side, after "
                          f"load normalisation), added to every time interval (default {100 * NOISE_FLOOR:g}, measured "
-                         f"on a shared 2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off)")
+                         f"on a shared 2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off); "
+                         f"NAME=PCT sets it for one benchmark (e.g. all-layers=3.5); repeatable")
     ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                     help="table (terminal), markdown (CI job summary, PR comment) or json")
     ap.add_argument("--output", metavar="FILE",
@@ -71,6 +72,25 @@ class _ListMetrics(argparse.Action):
         parser.exit(0)
 
 
+def noise_floors(values: Sequence[str]) -> dict[str, Any]:
+    """``--noise-floor`` values (``PCT`` or ``NAME=PCT``, percent) as :func:`compare`'s ``noise_floor`` and
+    ``entry_floors`` (fractions)."""
+    default = NOISE_FLOOR
+    entries: dict[str, float] = {}
+    for value in values:
+        name, _, pct = value.rpartition("=")
+        try:
+            floor = float(pct) / 100.0
+        except ValueError:
+            raise UsageError(f"--noise-floor {value}: not a percentage; give PCT or NAME=PCT "
+                             f"(e.g. {100 * NOISE_FLOOR:g} or all-layers=3.5)") from None
+        if name:
+            entries[name] = floor
+        else:
+            default = floor
+    return {"noise_floor": default, "entry_floors": entries}
+
+
 def cmd_compare(args: Any) -> int:
     """Run ``bench compare``; returns 0 (no regression) or 1 (regression); raises UsageError (2)."""
     thresholds = thresholds_from(args.fail_on)
@@ -78,7 +98,7 @@ def cmd_compare(args: Any) -> int:
     current = load_source(args.current, args.baseline_dir)
     cmp = compare(baseline, current, thresholds, args.alpha, strict=args.strict,
                   allow_different=args.allow_different, normalise=args.normalise, measure=args.measure,
-                  noise_floor=args.noise_floor / 100.0)
+                  **noise_floors(args.noise_floor))
     text = render_comparison(cmp, args.format)
     print(text, end="")
     if args.output:

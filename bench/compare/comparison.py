@@ -148,13 +148,18 @@ class Comparison:
 
 def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshold] | None = None,
             alpha: float = DEFAULT_ALPHA, *, strict: bool = False, allow_different: Iterable[str] = (),
-            normalise: bool = True, measure: str = "wall", noise_floor: float = NOISE_FLOOR) -> Comparison:
-    """Compare every benchmark of ``baseline`` with the same benchmark of ``current``."""
+            normalise: bool = True, measure: str = "wall", noise_floor: float = NOISE_FLOOR,
+            entry_floors: Mapping[str, float] | None = None) -> Comparison:
+    """Compare every benchmark of ``baseline`` with the same benchmark of ``current``. ``noise_floor``: the
+    run-to-run noise (a fraction) for every benchmark but those ``entry_floors`` names (by key)."""
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha {alpha}: must be between 0 and 1 (e.g. {DEFAULT_ALPHA})")
-    if not 0.0 <= noise_floor < 1.0:
-        raise UsageError(f"--noise-floor {100 * noise_floor:g}: a percentage from 0 to under 100 (e.g. "
-                         f"{100 * NOISE_FLOOR:g}, or the one tests/benchmarks/calibrate.py measured on your runner)")
+    entry_floors = dict(entry_floors or {})
+    for name, floor in [("", noise_floor), *entry_floors.items()]:
+        if not 0.0 <= floor < 1.0:
+            raise UsageError(f"--noise-floor {name + '=' if name else ''}{100 * floor:g}: a percentage from 0 to "
+                             f"under 100 (e.g. {100 * NOISE_FLOOR:g}, or the one tests/benchmarks/calibrate.py "
+                             f"measured on your runner)")
     thresholds = dict(thresholds if thresholds is not None else thresholds_from())
     _check_threshold_metrics(thresholds, baseline, current)
     allowed = set(allow_different)
@@ -169,6 +174,10 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
             f"bench compare: no benchmark in common: the baseline has {', '.join(base_by_key) or 'none'}, the "
             f"current {', '.join(cur_keys) or 'none'}; compare runs of the same strategies (or tests)")
     _refuse_different(pairs, allowed)
+    unknown_floors = sorted(set(entry_floors) - {c.key for _, c in pairs})
+    if unknown_floors:
+        raise UsageError(f"--noise-floor {unknown_floors[0]}=...: no such benchmark in both runs (they have "
+                         f"{', '.join(c.key for _, c in pairs)})")
     notes: list[str] = []
     changes: list[MetricChange] = []
     work: list[WorkChange] = []
@@ -181,7 +190,8 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
         if not b.passed:
             missing.append((c.key, f"failed in the baseline: {b.error or 'no error recorded'}"))
             continue
-        entry_changes = _compare_entry(b, c, thresholds, alpha, normalise, measure, noise_floor)
+        entry_changes = _compare_entry(b, c, thresholds, alpha, normalise, measure,
+                                       entry_floors.get(c.key, noise_floor))
         changes.extend(entry_changes)
         if b.work is not None and c.work is not None:
             work.append(work_change(c.key, b.work, c.work))
