@@ -675,6 +675,42 @@ def test_a_noise_floor_for_one_benchmark(tmp_path, capsys):
     assert "not a percentage" in capsys.readouterr().err
 
 
+def test_the_noise_floor_a_strategy_declared_is_its_default(tmp_path, capsys):
+    """A strategy that declares ``run_to_run_noise_pct`` (all-layers: its calibration spread more than
+    last-layers') gets that floor by default, said in a note; the larger of the two runs' applies; any
+    ``--noise-floor`` given on the command line wins."""
+    def declared(result, pct):
+        return dataclasses.replace(result, run_to_run_noise_pct=pct)
+
+    a = write(tmp_path / "a.json", declared(make_result(steps(55, seed=1)), 3.5),
+              make_result(steps(55, seed=3), strategy="last-layers"))
+    b = write(tmp_path / "b.json", declared(make_result(steps(55, seed=2, factor=1.03)), 3.5),
+              make_result(steps(55, seed=4, factor=1.03), strategy="last-layers"))
+    newer = write(tmp_path / "c.json", declared(make_result(steps(55, seed=2, factor=1.03)), 5.0),
+                  make_result(steps(55, seed=4, factor=1.03), strategy="last-layers"))
+
+    def report(current, *floors):
+        args = [x for f in floors for x in ("--noise-floor", f)]
+        assert main(["compare", str(a), str(current), *args, "--format", "json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        return {c["benchmark"]: c for c in out["changes"] if c["metric"] == "throughput"}, out["notes"]
+
+    default, notes = report(b)
+    named, _ = report(b, "all-layers=3.5")
+    assert default["all-layers"]["method"] == named["all-layers"]["method"]
+    assert default["all-layers"]["low"] == pytest.approx(named["all-layers"]["low"])
+    assert "3.5% run-to-run noise" in default["all-layers"]["method"]
+    assert "2% run-to-run noise" in default["last-layers"]["method"]  # declared nothing: the default
+    assert any("all-layers: noise floor 3.5%, the run-to-run noise its strategy declared" in n for n in notes)
+    assert not any(n.startswith("last-layers: noise floor") for n in notes)
+    larger, _ = report(newer)
+    assert "5% run-to-run noise" in larger["all-layers"]["method"]
+    for given in (["2"], ["all-layers=2"]):
+        overridden, notes = report(b, *given)
+        assert "2% run-to-run noise" in overridden["all-layers"]["method"]
+        assert not any("its strategy declared" in n for n in notes)
+
+
 def test_a_run_whose_threads_got_much_less_cpu_than_they_asked_for_gets_no_time_verdict():
     """Under a neighbour's load (a test suite on the same 2 cores) a 2-thread run got about 1 CPU-second per
     second, and identical code came out 22% apart after normalisation: no time verdict from such a run."""

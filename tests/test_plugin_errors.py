@@ -76,8 +76,10 @@ def test_wrapper_that_is_not_a_generator_is_one_line(tmp_path, capsys):
         ("config_class = NoDefault\n    def run(self, run): pass", "config fields without a default: x"),
         ("config_class = C\n    run = 3", "'run' is not callable"),
         ("config_class = dict\n    def run(self, run): pass", "'config_class' must be a dataclass type"),
+        ("config_class = C\n    run_to_run_noise_pct = 150\n    def run(self, run): pass",
+         "'run_to_run_noise_pct' must be a percentage from 0 to under 100, not 150"),
     ],
-    ids=["ok", "not-frozen", "no-default", "run-not-callable", "not-a-dataclass"],
+    ids=["ok", "not-frozen", "no-default", "run-not-callable", "not-a-dataclass", "noise-not-a-percentage"],
 )
 def test_protocol_problems_point_to_the_guide(tmp_path, capsys, body, problem):
     source = dedent("""

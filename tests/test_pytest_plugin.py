@@ -77,6 +77,9 @@ def test_example_file_runs_and_writes_real_step_times(pytester, tiny_args, tmp_p
             assert info[key] is not None, key
         assert 0.0 <= info["accuracy"] <= 1.0 and info["samples_per_s"] > 0 and info["peak_memory_bytes"] > 0
         assert info["strategy"] in b["name"]
+        # the strategy's declared run-to-run noise travels with the file: bench compare's floor for it
+        declared = json.loads(Path(info["results_file"]).read_text())["results"][0]["run_to_run_noise_pct"]
+        assert info["run_to_run_noise_pct"] == declared == ({"all-layers": 4.0}.get(info["strategy"]))
     partial = next(b for b in data["benchmarks"] if b["name"].startswith("test_head_and_last_block"))
     assert partial["extra_info"]["config"]["train_layers"] == "head+last:1"
     assert partial["extra_info"]["params_trainable"] < partial["extra_info"]["params_total"]
@@ -87,7 +90,9 @@ def test_example_file_runs_and_writes_real_step_times(pytester, tiny_args, tmp_p
     assert "test_finetune[all-layers]" in proc.stdout
     capsys.readouterr()
     assert main(["compare", str(out), str(out)]) == 0
-    assert "test_finetune_benchmark.py::test_finetune[last-layers]" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "test_finetune_benchmark.py::test_finetune[last-layers]" in text
+    assert "test_finetune[all-layers]: noise floor 4%, the run-to-run noise its strategy declared" in text
 
 
 def test_autosave_compare_and_compare_fail_work_unchanged(pytester, tiny_args, monkeypatch):

@@ -51,9 +51,10 @@ def add_arguments(ap: Any) -> None:
                          "paired step times")
     ap.add_argument("--noise-floor", dest="noise_floor", action="append", default=[], metavar="[NAME=]PCT",
                     help=f"the machine's run-to-run noise in percent (standard deviation of one run per side, after "
-                         f"load normalisation), added to every time interval (default {100 * NOISE_FLOOR:g}, measured "
-                         f"on a shared 2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off); "
-                         f"NAME=PCT sets it for one benchmark (e.g. all-layers=3.5); repeatable")
+                         f"load normalisation), added to every time interval (default: the strategy's own, recorded "
+                         f"with its results, e.g. all-layers', else {100 * NOISE_FLOOR:g}; both measured on a shared "
+                         f"2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off); NAME=PCT sets "
+                         f"it for one benchmark (e.g. all-layers=3.5); repeatable")
     ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                     help="table (terminal), markdown (CI job summary, PR comment) or json")
     ap.add_argument("--output", metavar="FILE",
@@ -75,7 +76,7 @@ class _ListMetrics(argparse.Action):
 def noise_floors(values: Sequence[str]) -> dict[str, Any]:
     """``--noise-floor`` values (``PCT`` or ``NAME=PCT``, percent) as :func:`compare`'s ``noise_floor`` and
     ``entry_floors`` (fractions)."""
-    default = NOISE_FLOOR
+    default: float | None = None  # not given: each strategy's declared floor, else NOISE_FLOOR
     entries: dict[str, float] = {}
     for value in values:
         name, _, pct = value.rpartition("=")

@@ -148,14 +148,16 @@ class Comparison:
 
 def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshold] | None = None,
             alpha: float = DEFAULT_ALPHA, *, strict: bool = False, allow_different: Iterable[str] = (),
-            normalise: bool = True, measure: str = "wall", noise_floor: float = NOISE_FLOOR,
+            normalise: bool = True, measure: str = "wall", noise_floor: float | None = None,
             entry_floors: Mapping[str, float] | None = None) -> Comparison:
-    """Compare every benchmark of ``baseline`` with the same benchmark of ``current``. ``noise_floor``: the
-    run-to-run noise (a fraction) for every benchmark but those ``entry_floors`` names (by key)."""
+    """Compare every benchmark of ``baseline`` with the same benchmark of ``current``. The run-to-run noise
+    (a fraction) added to time intervals: ``entry_floors`` by benchmark key, else ``noise_floor`` for all,
+    else what the strategy declared (recorded with its results), else :data:`NOISE_FLOOR`."""
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha {alpha}: must be between 0 and 1 (e.g. {DEFAULT_ALPHA})")
     entry_floors = dict(entry_floors or {})
-    for name, floor in [("", noise_floor), *entry_floors.items()]:
+    given = [] if noise_floor is None else [("", noise_floor)]
+    for name, floor in [*given, *entry_floors.items()]:
         if not 0.0 <= floor < 1.0:
             raise UsageError(f"--noise-floor {name + '=' if name else ''}{100 * floor:g}: a percentage from 0 to "
                              f"under 100 (e.g. {100 * NOISE_FLOOR:g}, or the one tests/benchmarks/calibrate.py "
@@ -190,8 +192,10 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
         if not b.passed:
             missing.append((c.key, f"failed in the baseline: {b.error or 'no error recorded'}"))
             continue
-        entry_changes = _compare_entry(b, c, thresholds, alpha, normalise, measure,
-                                       entry_floors.get(c.key, noise_floor))
+        floor, floor_note = noise_floor_for(b, c, noise_floor, entry_floors)
+        entry_changes = _compare_entry(b, c, thresholds, alpha, normalise, measure, floor)
+        if floor_note and any(x.metric in TIME_METRICS and "run-to-run noise" in x.method for x in entry_changes):
+            notes.append(floor_note)
         changes.extend(entry_changes)
         if b.work is not None and c.work is not None:
             work.append(work_change(c.key, b.work, c.work))
@@ -210,6 +214,23 @@ def compare(baseline: Source, current: Source, thresholds: Mapping[str, Threshol
     missing += [(e.key, "not in the baseline") for e in current.entries if e.key not in base_by_key]
     return Comparison(baseline, current, tuple(changes), thresholds, alpha, tuple(missing), tuple(notes),
                       tuple(work), operators, strict)
+
+
+def noise_floor_for(b: Entry, c: Entry, noise_floor: float | None,
+                    entry_floors: Mapping[str, float]) -> tuple[float, str]:
+    """The run-to-run noise floor (a fraction) for one benchmark, and a note when it is the strategy's own:
+    ``--noise-floor NAME=PCT``, then ``--noise-floor PCT``, then the larger of what the two runs' strategy
+    declared (``Strategy.run_to_run_noise_pct``), then :data:`NOISE_FLOOR`."""
+    if c.key in entry_floors:
+        return entry_floors[c.key], ""
+    if noise_floor is not None:
+        return noise_floor, ""
+    declared = [x for x in (b.noise_floor_pct, c.noise_floor_pct) if x is not None and 0 <= x < 100]
+    if not declared:
+        return NOISE_FLOOR, ""
+    pct = max(declared)
+    return pct / 100.0, (f"{c.key}: noise floor {pct:g}%, the run-to-run noise its strategy declared "
+                         f"(calibrated; --noise-floor {c.key}=PCT sets your runner's)")
 
 
 def _refuse_different(pairs: Sequence[tuple[Entry, Entry]], allowed: set[str]) -> None:

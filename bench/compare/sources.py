@@ -58,6 +58,7 @@ PYTEST_BENCHMARK_SCHEMA: dict[str, Any] = {
                     "outcomes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
                     "identity": {"type": ["object", "null"]},
                     "work": WORK_SCHEMA,
+                    "run_to_run_noise_pct": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 100},
                     "top_ops": {"type": ["object", "null"], "additionalProperties": {
                         "type": "array", "minItems": 2, "items": _NUMBER}},
                     **{key: _COUNT for key in ("peak_memory_bytes", "cpu_peak_rss_bytes", "gpu_peak_allocated_bytes",
@@ -95,6 +96,7 @@ class Entry:
     work: Mapping[str, Any] | None = None  # the first run's counted step (samples, tokens, flops, bytes, ops)
     identity: Mapping[str, str] = field(default_factory=dict)
     top_ops: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # profiled window: op -> (calls, us)
+    noise_floor_pct: float | None = None  # the strategy's declared run-to-run noise (RunResult.run_to_run_noise_pct)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def entry_from_results(runs: Sequence[Any], machine: str = "") -> Entry:
     return Entry(first.series, values, Steps(tuple(seconds), tuple(samples), tuple(tokens), tuple(refs),
                                                tuple(run_ids), tuple(cpus), first.speed_index),
                  not failed, error, primary or "", settings, prov.device_name or "", len(runs),
-                 {k: tuple(v) for k, v in per_run.items()}, outcomes, work, identity, _top_ops(first))
+                 {k: tuple(v) for k, v in per_run.items()}, outcomes, work, identity, _top_ops(first),
+                 getattr(first, "run_to_run_noise_pct", None))
 
 
 MEDIAN_METRICS = frozenset({"peak_memory", "cpu_peak_rss", "gpu_peak_allocated", "gpu_peak_reserved"})
@@ -307,9 +310,11 @@ def _pytest_benchmark_source(path: Path, data: Mapping[str, Any]) -> Source:
         outcomes = {("accuracy" if k == primary else k): str(v) for k, v in (extra.get("outcomes") or {}).items()}
         identity = {str(k): str(v) for k, v in (extra.get("identity") or {}).items()}
         work = extra.get("work") if isinstance(extra.get("work"), Mapping) else None
+        noise = extra.get("run_to_run_noise_pct")
         entries.append(Entry(key, values, steps, True, "", primary or "", settings,
                              str(extra.get("device_name") or ""), 1, {}, outcomes, work, identity,
-                             {str(k): (int(v[0]), float(v[1])) for k, v in (extra.get("top_ops") or {}).items()}))
+                             {str(k): (int(v[0]), float(v[1])) for k, v in (extra.get("top_ops") or {}).items()},
+                             float(noise) if isinstance(noise, (int, float)) else None))
     commit = data.get("commit_info") or {}
     return Source(str(path), "pytest-benchmark", tuple(entries), str(data.get("datetime") or ""),
                   str(commit.get("id") or "")[:12] + ("-dirty" if commit.get("dirty") else ""))

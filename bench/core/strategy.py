@@ -29,6 +29,11 @@ class Strategy(Protocol):
         config_class: a frozen dataclass; every field is an option with a default.
         presets: optional mapping of preset name (``smoke``, ``full``, ...) to field overrides.
         devices: optional tuple of devices it supports (default: ``("cpu", "cuda")``).
+        run_to_run_noise_pct: optional; how far apart, in percent (a standard deviation), two runs of
+            identical code land after ``bench compare``'s pairing and load normalisation, one run per side
+            (``tests/benchmarks/calibrate.py --strategy NAME`` measures it). Recorded with every result, it is
+            ``bench compare``'s noise floor for this strategy unless ``--noise-floor`` sets one; without it,
+            the default (``bench.compare.paired.NOISE_FLOOR``) applies.
     """
 
     @property
@@ -69,7 +74,16 @@ def protocol_problems(obj: object) -> list[str]:
             problems.append(f"config fields without a default: {', '.join(missing)}")
     if obj.task not in TASKS:  # type: ignore[attr-defined]
         problems.append(f"task {obj.task!r} is not one of {', '.join(TASKS)}")  # type: ignore[attr-defined]
+    noise = getattr(obj, "run_to_run_noise_pct", None)
+    if noise is not None and not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and 0 <= noise < 100):
+        problems.append(f"'run_to_run_noise_pct' must be a percentage from 0 to under 100, not {noise!r}")
     return problems
+
+
+def declared_noise_pct(obj: object) -> float | None:
+    """A strategy's ``run_to_run_noise_pct``, when it declares one (:func:`protocol_problems` checked it)."""
+    noise = getattr(obj, "run_to_run_noise_pct", None)
+    return float(noise) if isinstance(noise, (int, float)) and not isinstance(noise, bool) else None
 
 
 def _has_no_default(f: dataclasses.Field) -> bool:

@@ -27,7 +27,7 @@ from bench.core.dist import DistContext
 from bench.core.errors import BenchError, UsageError
 from bench.core.markers import hookimpl
 from bench.core.plain import to_data
-from bench.core.strategy import StrategyOutput
+from bench.core.strategy import StrategyOutput, declared_noise_pct
 from bench.host import runfolders
 from bench.host.config import strategy_config
 from bench.measure.energy import counter_for
@@ -161,6 +161,7 @@ def _result(name: str, provenance: Provenance, meter: Meter, output: StrategyOut
         "activations": meter.activations.get("train") or next(iter(meter.activations.values()), None),
         "work": _work(meter),
         "speed_index": meter.speed_index.name if meter.speed_index is not None else "",
+        "run_to_run_noise_pct": declared_noise_pct(run.strategy),
     }
     if error is not None or output is None:
         assert error is not None

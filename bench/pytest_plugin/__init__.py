@@ -328,6 +328,7 @@ def comparable_info(result: Any, path: Path) -> dict[str, Any]:
         "work": to_data(result.work) if result.work is not None else None,
         "identity": dict(entry.identity),
         "top_ops": {op: [calls, us] for op, (calls, us) in entry.top_ops.items()},
+        "run_to_run_noise_pct": entry.noise_floor_pct,
     }
 
 

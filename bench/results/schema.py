@@ -255,6 +255,8 @@ class RunResult:
     # which reference workload the steps' reference_s timed (bench.measure.meter.SpeedIndex.name); "" in files
     # written before it was recorded: a single 192x192 matrix product
     speed_index: str = ""
+    # the strategy's declared between-run noise (Strategy.run_to_run_noise_pct): bench compare's noise floor for it
+    run_to_run_noise_pct: float | None = None
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
 
     @property

@@ -59,13 +59,12 @@ def run_round(folder: Path, index: int, extra: list[str]) -> None:
 
 
 def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise: bool = True,
-             noise_floor: float | None = None) -> dict:
+             noise_floor: float | None = None, entry_floors: dict[str, float] | None = None) -> dict:
+    """Count verdicts as ``bench compare`` gives them; ``noise_floor``/``entry_floors`` as its ``--noise-floor``
+    (None: each strategy's declared floor, recorded with its results, else the default)."""
     from bench.compare.comparison import compare
     from bench.compare.metrics import thresholds_from
-    from bench.compare.paired import NOISE_FLOOR
     from bench.compare.sources import load_source
-
-    floor = NOISE_FLOOR if noise_floor is None else noise_floor
 
     th = thresholds_from(thresholds)
     rounds = sorted((p for p in out.glob("round-*") if all((p / n / "results.json").is_file()
@@ -78,7 +77,8 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
         row: dict = {"round": r.name}
         for cell in CELLS:
             cur = load_source(r / cell)
-            cmp = compare(base, cur, th, measure=measure, normalise=normalise, noise_floor=floor)
+            cmp = compare(base, cur, th, measure=measure, normalise=normalise, noise_floor=noise_floor,
+                          entry_floors=entry_floors)
             for be, ce in zip(base.entries, cur.entries):
                 refs = [[x for x in e.steps.reference if x] for e in (be, ce)]
                 if all(refs):
@@ -91,7 +91,8 @@ def evaluate(out: Path, thresholds: list[str], measure: str = "wall", normalise:
                 tally[c.verdict or "ok"] = tally.get(c.verdict or "ok", 0) + 1
                 row[f"{c.entry} {cell}"] = (round(c.change or 0.0, 1), c.low, c.high, c.verdict)
         rows.append(row)
-    return {"measure": measure, "normalise": normalise, "noise_floor": floor, "thresholds": thresholds,
+    return {"measure": measure, "normalise": normalise, "noise_floor": noise_floor,
+            "entry_floors": dict(entry_floors or {}), "thresholds": thresholds,
             "pairs": len(rounds), "counts": counts, "rounds": rows}
 
 
@@ -128,9 +129,12 @@ def run_to_run_noise(report: dict, max_shift: float = 1.2) -> dict[str, tuple[fl
 
 
 def print_table(report: dict) -> None:
+    floors = [f"{name}={100 * floor:g}%" for name, floor in report.get("entry_floors", {}).items()]
+    if report["noise_floor"] is not None:
+        floors.insert(0, f"{100 * report['noise_floor']:g}%")
     print(f"{report['pairs']} pairs per cell; time: {report['measure']}"
           f"{', load-normalised' if report['normalise'] and report['measure'] == 'wall' else ''}; noise floor "
-          f"{100 * report['noise_floor']:g}%; thresholds: "
+          f"{', '.join(floors) or 'each strategy declared (bench compare default)'}; thresholds: "
           f"{', '.join(report['thresholds'])}")
     print("| strategy | current run | regression | inconclusive | ok | improvement |")
     print("|---|---|---|---|---|---|")
@@ -149,12 +153,15 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="only evaluate the runs already in --out")
     ap.add_argument("--sweep", action="store_true", help="also count other thresholds and time measures")
     ap.add_argument("--fail-on", action="append", default=[], help="thresholds to evaluate (as bench compare)")
+    ap.add_argument("--noise-floor", action="append", default=[], metavar="[NAME=]PCT",
+                    help="count the default table with this floor, as bench compare --noise-floor (repeatable)")
     ap.add_argument("--run-arg", action="append", default=[], help="more bench run arguments for every run")
     ap.add_argument("--strategy", action="append", default=[],
                     help=f"strategy to run, repeatable (default: {' and '.join(STRATEGIES)})")
     args = ap.parse_args()
     strategies = [a for s in (args.strategy or STRATEGIES) for a in ("-s", s)]
 
+    from bench.compare.command import noise_floors
     from bench.compare.metrics import DEFAULT_THRESHOLDS
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +173,8 @@ def main() -> int:
             print(f"round {i}: {time.perf_counter() - t0:.0f} s (load average {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
     thresholds = [*DEFAULT_THRESHOLDS, *args.fail_on]
-    report = evaluate(args.out, thresholds)
+    floors = noise_floors(args.noise_floor)
+    report = evaluate(args.out, thresholds, **floors)
     print(f"CPU: {os.cpu_count()} cores; runs: bench run {' '.join([*RUN_ARGS, *strategies, *args.run_arg])}")
     print_table(report)
     reports = {"default": report}
@@ -177,10 +185,11 @@ def main() -> int:
     print_table(raw)
     for entry, (sd, steady, n) in noise.items():
         print(f"{entry}: identical pairs moved by a standard deviation of {sd:.1f}% (load-normalised), {steady:.1f}% "
-              f"in the {n} whose speed indexes were within 1.2x: bench compare --noise-floor {steady:.1f} on this runner")
+              f"in the {n} whose speed indexes were within 1.2x: bench compare --noise-floor {entry}={steady:.1f} "
+              f"on this runner (or the strategy's run_to_run_noise_pct)")
     if args.sweep:
         with sensitivity(1.0, 0.12):  # before 2026-11-30: the whole index change divided out
-            rep = evaluate(args.out, thresholds)
+            rep = evaluate(args.out, thresholds, **floors)
         reports["step sensitivity 1"] = rep
         print()
         print("step sensitivity 1 (the index's whole change divided out), shift noise 12%:")
@@ -192,7 +201,7 @@ def main() -> int:
             print_table(rep)
         for measure, normalise in (("wall", False), ("wall", True), ("cpu", False)):
             for pct in (3, 5, 7):
-                rep = evaluate(args.out, [*DEFAULT_THRESHOLDS, f"throughput=-{pct}%"], measure, normalise)
+                rep = evaluate(args.out, [*DEFAULT_THRESHOLDS, f"throughput=-{pct}%"], measure, normalise, **floors)
                 reports[f"{measure}{'-normalised' if normalise else ''} -{pct}%"] = rep
                 print()
                 print_table(rep)

@@ -158,9 +158,22 @@ def test_repeats_aggregate_to_the_median_of_their_own_ratios():
     assert mfu_row.ours_value == pytest.approx(0.55) and mfu_row.meets_target is True and mfu_row.ratio is None
 
 
-def test_speed_command_runs_the_pairs_and_prints_the_ratio_table(tmp_path, capsys):
-    # the command's plumbing (8 bench run processes, the pairs, the table): a tiny model keeps it fast; the
-    # real assets are exercised by test_a_run_with_both_sides_prints_the_ratio_table
+def test_speed_command_runs_the_pairs_and_prints_the_ratio_table(tmp_path, capsys, monkeypatch):
+    # the command's plumbing (8 bench run commands, the pairs, the table): a tiny model keeps it fast, and the
+    # commands run in this process (each one's own process spent ~5 s importing torch and transformers: 8 of
+    # them were 90 s of the suite); the real assets are exercised by test_a_run_with_both_sides_prints_the_ratio_table
+    import subprocess
+    from types import SimpleNamespace
+
+    commands: list[list[str]] = []
+
+    def in_process(cmd, **kwargs):
+        assert cmd[1:3] == ["-m", "bench"], cmd
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, main(cmd[3:]), "", "")
+
+    # the command's own subprocess calls only (bench run makes others: git, lscpu)
+    monkeypatch.setattr(speed, "subprocess", SimpleNamespace(run=in_process))
     model = tiny_bert(tmp_path / "model")
     data = tiny_sentiment_csv(tmp_path / "data.csv")
     out = tmp_path / "speed"
@@ -178,6 +191,7 @@ def test_speed_command_runs_the_pairs_and_prints_the_ratio_table(tmp_path, capsy
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(folders) == 8 and all(load_results(out / f / "results.json").results[0].passed for f in folders)
     assert (out / "speed.md").read_text().startswith("| strategy")
+    assert len(commands) == 8 and all({"no:profiler", "no:tensorboard", "--no-isolate"} <= set(c) for c in commands)
 
 
 def test_a_run_with_both_sides_prints_the_ratio_table(tmp_path, capsys):
