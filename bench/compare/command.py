@@ -54,7 +54,7 @@ def add_arguments(ap: Any) -> None:
                          f"load normalisation), added to every time interval (default: the strategy's own, recorded "
                          f"with its results, e.g. all-layers', else {100 * NOISE_FLOOR:g}; both measured on a shared "
                          f"2-core VM; tests/benchmarks/calibrate.py measures your runner's; 0: off); NAME=PCT sets "
-                         f"it for one benchmark (e.g. all-layers=3.5); repeatable")
+                         f"it for one benchmark (e.g. all-layers=5); repeatable")
     ap.add_argument("--format", choices=COMPARE_FORMATS, default="table",
                     help="table (terminal), markdown (CI job summary, PR comment) or json")
     ap.add_argument("--output", metavar="FILE",
@@ -84,7 +84,7 @@ def noise_floors(values: Sequence[str]) -> dict[str, Any]:
             floor = float(pct) / 100.0
         except ValueError:
             raise UsageError(f"--noise-floor {value}: not a percentage; give PCT or NAME=PCT "
-                             f"(e.g. {100 * NOISE_FLOOR:g} or all-layers=3.5)") from None
+                             f"(e.g. {100 * NOISE_FLOOR:g} or all-layers=5)") from None
         if name:
             entries[name] = floor
         else:
