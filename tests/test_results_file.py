@@ -58,6 +58,7 @@ def test_what_bench_run_writes_meets_the_schema(tmp_path):
     (("machine", "peak", "flops"), "fast", "machine.peak.flops: \"fast\" is not a number"),
     (("results", 0, "repeat"), 1.5, "results[0].repeat: 1.5 is not an integer"),
     (("results", 0, "outcomes", "test_accuracy"), [1, 0], "results[0].outcomes.test_accuracy: [1, 0] is not a string"),
+    (("results", 0, "run_to_run_noise_pct"), 150, "results[0].run_to_run_noise_pct: 150 is greater than or equal to the maximum of 100"),
 ])
 def test_the_reader_names_the_first_problem_on_one_line(tmp_path, capsys, path, value, message):
     out = tmp_path / "out"

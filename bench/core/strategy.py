@@ -74,14 +74,15 @@ def protocol_problems(obj: object) -> list[str]:
             problems.append(f"config fields without a default: {', '.join(missing)}")
     if obj.task not in TASKS:  # type: ignore[attr-defined]
         problems.append(f"task {obj.task!r} is not one of {', '.join(TASKS)}")  # type: ignore[attr-defined]
-    noise = getattr(obj, "run_to_run_noise_pct", None)
-    if noise is not None and not (isinstance(noise, (int, float)) and not isinstance(noise, bool) and 0 <= noise < 100):
+    noise, declared = getattr(obj, "run_to_run_noise_pct", None), declared_noise_pct(obj)
+    if noise is not None and (declared is None or not 0 <= declared < 100):
         problems.append(f"'run_to_run_noise_pct' must be a percentage from 0 to under 100, not {noise!r}")
     return problems
 
 
 def declared_noise_pct(obj: object) -> float | None:
-    """A strategy's ``run_to_run_noise_pct``, when it declares one (:func:`protocol_problems` checked it)."""
+    """A strategy's ``run_to_run_noise_pct`` when it declares a number (:func:`protocol_problems` checks its
+    range), else None."""
     noise = getattr(obj, "run_to_run_noise_pct", None)
     return float(noise) if isinstance(noise, (int, float)) and not isinstance(noise, bool) else None
 

@@ -256,7 +256,8 @@ class RunResult:
     # written before it was recorded: a single 192x192 matrix product
     speed_index: str = ""
     # the strategy's declared between-run noise (Strategy.run_to_run_noise_pct): bench compare's noise floor for it
-    run_to_run_noise_pct: float | None = None
+    run_to_run_noise_pct: float | None = field(default=None, metadata={"schema": {
+        "type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 100}})
     base_dir: str = field(default="", metadata={"transient": True})  # the results folder, once loaded
 
     @property
