@@ -225,7 +225,8 @@ def noise_floor_for(b: Entry, c: Entry, noise_floor: float | None,
         return entry_floors[c.key], ""
     if noise_floor is not None:
         return noise_floor, ""
-    declared = [x for x in (b.noise_floor_pct, c.noise_floor_pct) if x is not None and 0 <= x < 100]
+    # both readers' schemas bound a declared floor to 0-100; a larger one only widens the interval
+    declared = [x for x in (b.noise_floor_pct, c.noise_floor_pct) if x is not None]
     if not declared:
         return NOISE_FLOOR, ""
     pct = max(declared)
